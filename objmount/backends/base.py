@@ -1,0 +1,121 @@
+"""The backend interface: a few blocking operations on one container.
+
+A backend speaks to one container of one object store. Its methods block (they
+wrap an SDK) and must only be called through `objmount.backends.runner.Runner`,
+never on the trio thread. They raise only the errors defined here, never an
+SDK's: `BackendError.transient` tells the runner whether a retry can help.
+
+An object is its key plus its ETag: a read names the ETag it expects, and the
+backend fails with ETagMismatch rather than return bytes of another version.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from objmount.errors import ObjmountError
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One stored object: full key, size in bytes, ETag (unquoted), mtime in ns."""
+
+    key: str
+    size: int
+    etag: str
+    mtime_ns: int
+
+
+@dataclass(slots=True)
+class ListPage:
+    """One page of a listing: objects, common prefixes (ending in the delimiter), next token."""
+
+    objects: list[ObjectInfo] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    next_token: str | None = None
+
+
+class BackendError(ObjmountError):
+    """A request failed; `transient` says whether retrying may succeed."""
+
+    transient = False
+
+    def __init__(self, message: str, *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
+
+
+class NotFound(BackendError):
+    """The object does not exist (any more)."""
+
+
+class ContainerNotFound(BackendError):
+    """The container (bucket) does not exist."""
+
+
+class AuthFailed(BackendError):
+    """The credentials were refused, or do not allow this operation."""
+
+
+class Unreachable(BackendError):
+    """The endpoint did not answer (refused, timed out, DNS failure)."""
+
+    transient = True
+
+
+class ETagMismatch(BackendError):
+    """The object changed since it was opened: its ETag is not the one expected."""
+
+
+class Backend(Protocol):
+    """Blocking operations on one container; see the module docstring for the rules."""
+
+    container: str
+
+    def describe(self) -> str:
+        """Return a human name for the container, e.g. `s3 bucket 'x' at http://...`."""
+        ...
+
+    def check(self, prefix: str) -> None:
+        """Verify that the credentials work and the container exists; one bounded attempt."""
+        ...
+
+    def list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
+        """Return one page of the objects under `prefix`; `token` continues a listing."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Return the object's metadata (a HEAD request); raises NotFound."""
+        ...
+
+    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+        """Return bytes [start, end) of the object, which must still have `etag` if given."""
+        ...
+
+    # Writes: used by `objmount etl load`, never by a mount.
+
+    def create_container(self) -> None:
+        """Create the container; no error if it already exists."""
+        ...
+
+    def put_file(self, key: str, path: Path, segment_size: int) -> None:
+        """Upload a local file as `key`; above `segment_size` bytes, in parallel segments
+        (S3 multipart upload, Swift Static Large Object) of that size."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete `key` (and a segmented object's segments); no error if it is missing."""
+        ...
+
+
+def list_all(backend: Backend, prefix: str, delimiter: str | None) -> Iterator[ListPage]:
+    """Yield every page of a listing, following continuation tokens (blocking)."""
+    token: str | None = None
+    while True:
+        page = backend.list_page(prefix, delimiter, token)
+        yield page
+        if page.next_token is None:
+            return
+        token = page.next_token

@@ -1,0 +1,242 @@
+"""Command line: `objmount REMOTE:CONTAINER[/PREFIX] MOUNTPOINT` and its subcommands.
+
+Parses and validates, then calls the layer that does the work. Every
+ObjmountError ends as one line on stderr and its exit code; tracebacks are
+shown only with -vv. The mount is the default command: a first argument that
+is not a subcommand is read as `mount`'s.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from objmount import __version__, daemon
+from objmount import log as logsetup
+from objmount.backends import Timeouts
+from objmount.config import default_config_path, load_remotes, parse_target
+from objmount.errors import ConfigError, ObjmountError
+from objmount.mountpoint import is_mounted, unmount
+from objmount.units import parse_duration_s
+
+log = logging.getLogger("objmount")
+
+app = typer.Typer(
+    help="Mount S3 and OpenStack Swift containers read-only, from your rclone.conf remotes.\n\n"
+    "Usage: objmount REMOTE:CONTAINER[/PREFIX] MOUNTPOINT [OPTIONS]  (same as `objmount mount`)",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="rclone-style config file. Default: $RCLONE_CONFIG, else "
+        "~/.config/rclone/rclone.conf. OBJMOUNT_CONFIG_<REMOTE>_<KEY> variables override it.",
+        show_default=False,
+    ),
+]
+VerboseOpt = Annotated[
+    int,
+    typer.Option("-v", "--verbose", count=True, help="More logging: -v info, -vv debug."),
+]
+LogFileOpt = Annotated[
+    Path | None, typer.Option("--log-file", help="Write logs to this file instead of stderr.")
+]
+
+
+def _setup_logging(verbose: int, log_file: Path | None) -> None:
+    logsetup.setup(verbose, log_file)
+
+
+@app.command("mount")
+def mount_command(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="REMOTE:CONTAINER[/PREFIX] from rclone.conf, or :s3:BUCKET / :swift:CONTAINER "
+            "configured from the environment."
+        ),
+    ],
+    mountpoint: Annotated[Path, typer.Argument(help="An existing empty directory.")],
+    config: ConfigOpt = None,
+    allow_other: Annotated[
+        bool,
+        typer.Option(
+            "--allow-other",
+            help="Let other users (and containers) read the mount. Non-root users need "
+            "'user_allow_other' in /etc/fuse.conf.",
+        ),
+    ] = False,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Accepted for rclone compatibility: always read-only.")
+    ] = True,
+    daemon_mode: Annotated[
+        bool,
+        typer.Option(
+            "--daemon", help="Run in the background; return once the mount is live (exit 0)."
+        ),
+    ] = False,
+    daemon_timeout: Annotated[
+        str, typer.Option("--daemon-wait", help="With --daemon: how long to wait for the mount.")
+    ] = "120s",
+    uid: Annotated[
+        int | None,
+        typer.Option("--uid", help="Owner of every file. Default: your uid.", show_default=False),
+    ] = None,
+    gid: Annotated[
+        int | None,
+        typer.Option("--gid", help="Group of every file. Default: your gid.", show_default=False),
+    ] = None,
+    umask: Annotated[
+        str,
+        typer.Option("--umask", help="Octal mask on the modes 0555 (dirs) and 0444 (files)."),
+    ] = "022",
+    dir_cache_time: Annotated[
+        str, typer.Option("--dir-cache-time", help="How long a directory listing is reused.")
+    ] = "5m",
+    attr_timeout: Annotated[
+        str, typer.Option("--attr-timeout", help="How long the kernel caches file attributes.")
+    ] = "60s",
+    entry_timeout: Annotated[
+        str, typer.Option("--entry-timeout", help="How long the kernel caches name lookups.")
+    ] = "60s",
+    fast_list: Annotated[
+        bool,
+        typer.Option(
+            "--fast-list",
+            help="Load the whole tree with one recursive listing at mount time "
+            "(fewer requests; for containers up to ~1M objects).",
+        ),
+    ] = False,
+    max_parallel: Annotated[
+        int, typer.Option("--max-parallel", min=1, help="Requests to the store in flight at once.")
+    ] = 16,
+    retries: Annotated[
+        int,
+        typer.Option("--retries", min=0, help="Retries of a failed request (backoff 0.2s x4 each)."),
+    ] = 3,
+    contimeout: Annotated[
+        str, typer.Option("--contimeout", help="Connect timeout for each request.")
+    ] = "10s",
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="Read timeout for each request (idle time).")
+    ] = "60s",
+    verbose: VerboseOpt = 0,
+    log_file: LogFileOpt = None,
+) -> None:
+    """Mount REMOTE:CONTAINER[/PREFIX] on MOUNTPOINT, read-only (the default command)."""
+    from objmount.mount import MountOptions, run
+
+    _setup_logging(verbose, log_file)
+    try:
+        umask_bits = int(umask, 8)
+    except ValueError:
+        raise ConfigError(f"--umask {umask!r} is not an octal number (e.g. 022)") from None
+    options = MountOptions(
+        mountpoint=mountpoint,
+        allow_other=allow_other,
+        uid=os.getuid() if uid is None else uid,
+        gid=os.getgid() if gid is None else gid,
+        umask=umask_bits,
+        attr_timeout_s=parse_duration_s(attr_timeout),
+        entry_timeout_s=parse_duration_s(entry_timeout),
+        dir_cache_time_s=parse_duration_s(dir_cache_time),
+        fast_list=fast_list,
+        max_parallel=max_parallel,
+        retries=retries,
+        timeouts=Timeouts(
+            connect_s=parse_duration_s(contimeout),
+            read_s=parse_duration_s(timeout),
+            pool_size=max_parallel,
+        ),
+    )
+    if daemon_mode:
+        child_args = [a for a in _mount_argv() if a != "--daemon"]
+        pid = daemon.start_daemon(child_args, log_file, parse_duration_s(daemon_timeout))
+        typer.echo(f"objmount: mounted {target} on {mountpoint} (pid {pid})", err=True)
+        return
+    resolved = parse_target(target, load_remotes(config))
+    try:
+        run(resolved, options, on_ready=lambda: daemon.notify_parent(None))
+    except ObjmountError as exc:
+        daemon.notify_parent(str(exc))
+        raise
+
+
+@app.command("umount")
+def umount_command(
+    mountpoint: Annotated[Path, typer.Argument(help="Where objmount (or any FUSE fs) is mounted.")],
+) -> None:
+    """Unmount MOUNTPOINT; if it is busy, detach it lazily (gone once the last file closes)."""
+    if not is_mounted(mountpoint):
+        raise ObjmountError(f"{mountpoint.absolute()} is not mounted")
+    result = unmount(mountpoint)
+    if result.returncode == 0:
+        return
+    if "busy" in result.stderr.lower():
+        lazy = unmount(mountpoint, lazy=True)
+        if lazy.returncode == 0:
+            typer.echo(
+                f"objmount: {mountpoint} is busy: detached lazily; it disappears when the "
+                "last open file or shell in it closes",
+                err=True,
+            )
+            return
+        result = lazy
+    raise ObjmountError(f"cannot unmount {mountpoint}: {result.stderr.strip()}")
+
+
+@app.command("remotes")
+def remotes_command(config: ConfigOpt = None) -> None:
+    """List the configured remotes (secrets are never printed)."""
+    remotes = load_remotes(config)
+    if not remotes:
+        typer.echo(f"no remotes configured (looked in {config or default_config_path(os.environ)}"
+                   " and OBJMOUNT_CONFIG_* variables)", err=True)
+        return
+    for remote in remotes.values():
+        typer.echo(remote.describe())
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print objmount's version."""
+    typer.echo(__version__)
+
+
+def _mount_argv() -> list[str]:
+    """Return the command line as `mount ...` (the default-command form rewritten)."""
+    return _with_default_command(sys.argv[1:])
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
+    if argv and argv[0] not in commands and argv[0] not in ("-h", "--help"):
+        return ["mount", *argv]
+    return argv
+
+
+def main() -> None:
+    """Console entry point: run the app, turning every ObjmountError into one line."""
+    argv = _with_default_command(sys.argv[1:])
+    try:
+        app(args=argv, prog_name="objmount")  # usage errors: typer prints and exits 2
+    except ObjmountError as exc:
+        typer.echo(f"objmount: error: {logsetup.redact(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("objmount: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: one line unless -vv
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        typer.echo(f"objmount: internal error: {exc!r} (rerun with -vv for details)", err=True)
+        sys.exit(70)

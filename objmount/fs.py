@@ -1,0 +1,220 @@
+"""pyfuse3 operations of a read-only mount: inode and handle glue, errno mapping.
+
+Only this module and mount.py import pyfuse3. Names come from tree.Namespace,
+bytes from a readpath.ReadPath. Every exception becomes an errno in `_fuse_error`:
+NotFound -> ENOENT, anything that would write -> EROFS, all else -> EIO (logged
+once), because any other exception escaping a handler would end the mount.
+
+Inodes are never reused, so lookup counts need no bookkeeping (forget is the
+base class's no-op); directory handles keep the listing they were opened with,
+so readdir offsets stay valid however the listing changes meanwhile.
+"""
+
+import errno
+import functools
+import json
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+
+from objmount import log as logs
+from objmount.backends.base import BackendError, NotFound
+from objmount.readpath import ReadHandle, ReadPath
+from objmount.tree import ROOT_INODE, Namespace, Node
+
+log = logging.getLogger(__name__)
+
+assert ROOT_INODE == pyfuse3.ROOT_INODE
+
+ETAG_XATTR = b"user.objmount.etag"
+STATS_XATTR = b"user.objmount.stats"
+# Programs size their buffers from st_blksize (Python's io, cp): invite large reads.
+BLKSIZE = 1 << 20
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AttrSettings:
+    """What getattr reports beyond the object itself, and for how long the kernel caches it."""
+
+    uid: int
+    gid: int
+    umask: int
+    attr_timeout_s: float
+    entry_timeout_s: float
+    mount_time_ns: int
+
+
+def _fuse_error(exc: Exception) -> pyfuse3.FUSEError:
+    """Map any exception from a handler to the errno the caller sees (logged once)."""
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc
+    if isinstance(exc, NotFound):
+        log.debug("%s", exc)
+        return pyfuse3.FUSEError(errno.ENOENT)
+    if isinstance(exc, NotADirectoryError):
+        return pyfuse3.FUSEError(errno.ENOTDIR)
+    if isinstance(exc, BackendError):
+        logs.once(log, logging.ERROR, f"eio:{exc}", "I/O error: %s", exc)
+    else:
+        logs.once(log, logging.ERROR, f"bug:{type(exc).__name__}:{exc}",
+                  "internal error (answered EIO): %r", exc, exc_info=True)
+    return pyfuse3.FUSEError(errno.EIO)
+
+
+def _errno(
+    method: Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]],
+) -> Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]]:
+    @functools.wraps(method)
+    async def wrapper(self: "ReadOnlyOperations", *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - every error must become an errno
+            raise _fuse_error(exc) from None
+
+    return wrapper
+
+
+async def _read_only(*_args: object) -> None:
+    raise pyfuse3.FUSEError(errno.EROFS)
+
+
+class ReadOnlyOperations(pyfuse3.Operations):
+    """The FUSE face of a Namespace and a ReadPath; every write answers EROFS."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, namespace: Namespace, read_path: ReadPath, attrs: AttrSettings) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self.read_path = read_path
+        self.attrs = attrs
+        self._next_fh = 1
+        self._files: dict[int, ReadHandle] = {}
+        self._dirs: dict[int, list[Node]] = {}
+        # ETag whose bytes the kernel may hold in its page cache, per inode.
+        self._page_cache_etag: dict[int, str] = {}
+
+    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
+    create = write = setxattr = removexattr = _read_only
+
+    def _attributes(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = self.attrs
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = node.inode
+        entry.generation = 0
+        entry.entry_timeout = a.entry_timeout_s
+        entry.attr_timeout = a.attr_timeout_s
+        entry.st_uid = a.uid
+        entry.st_gid = a.gid
+        entry.st_blksize = BLKSIZE
+        if node.obj is None:
+            entry.st_mode = stat.S_IFDIR | (0o555 & ~a.umask)
+            entry.st_nlink = 2
+            entry.st_size = 0
+            mtime_ns = a.mount_time_ns
+        else:
+            entry.st_mode = stat.S_IFREG | (0o444 & ~a.umask)
+            entry.st_nlink = 1
+            entry.st_size = node.obj.size
+            mtime_ns = node.obj.mtime_ns
+        entry.st_blocks = (entry.st_size + 511) // 512
+        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = mtime_ns
+        return entry
+
+    @_errno
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        node = await self.namespace.lookup(parent_inode, os.fsdecode(name))
+        return self._attributes(node)
+
+    @_errno
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attributes(self.namespace.get(inode))
+
+    @_errno
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        children = await self.namespace.children(inode)
+        fh = self._new_fh()
+        self._dirs[fh] = [children[name] for name in sorted(children)]
+        return fh
+
+    @_errno
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._dirs[fh]
+        for index in range(start_id, len(entries)):
+            node = entries[index]
+            if not pyfuse3.readdir_reply(
+                token, os.fsencode(node.name), self._attributes(node), index + 1
+            ):
+                return
+
+    @_errno
+    async def releasedir(self, fh: int) -> None:
+        del self._dirs[fh]
+
+    @_errno
+    async def open(
+        self, inode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileInfo:
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self.namespace.get(inode)
+        if node.obj is None:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        handle = await self.read_path.open(node.obj)
+        fh = self._new_fh()
+        self._files[fh] = handle
+        # The kernel may keep its cached pages only if they hold this same version.
+        keep_cache = self._page_cache_etag.get(inode) == node.obj.etag
+        self._page_cache_etag[inode] = node.obj.etag
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
+
+    @_errno
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._files[fh].read(off, size)
+
+    @_errno
+    async def release(self, fh: int) -> None:
+        await self._files.pop(fh).close()
+
+    @_errno
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = BLKSIZE
+        data.f_blocks = data.f_bfree = data.f_bavail = 0
+        data.f_files = len(self.namespace)
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    @_errno
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self.namespace.get(inode)
+        if name == ETAG_XATTR and node.obj is not None:
+            return node.obj.etag.encode()
+        if name == STATS_XATTR and inode == ROOT_INODE:
+            return json.dumps(self.read_path.stats.as_dict()).encode()
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @_errno
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        node = self.namespace.get(inode)
+        if node.obj is not None:
+            return [ETAG_XATTR]
+        return [STATS_XATTR] if inode == ROOT_INODE else []
+
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh

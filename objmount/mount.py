@@ -1,0 +1,136 @@
+"""Mount lifecycle: check, init, serve until signalled or unmounted, close.
+
+Order matters for fail-fast: the mountpoint and --allow-other are checked first
+(no network), then the remote with one bounded attempt, and only then is the
+FUSE session created. Whatever ends the session (SIGINT, SIGTERM, SIGHUP, an
+external unmount, or a bug), the mountpoint is left unmounted, never "transport
+endpoint is not connected".
+"""
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from objmount.backends import Timeouts, open_backend
+from objmount.backends.runner import Runner
+from objmount.config import Target
+from objmount.fs import AttrSettings, ReadOnlyOperations
+from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
+from objmount.readpath import DirectReadPath
+from objmount.tree import Namespace
+
+log = logging.getLogger(__name__)
+
+# Largest read the kernel sends to FUSE (its max_pages limit, 256 pages); the
+# default readahead of 128 KiB would split every large read into 8 requests.
+READAHEAD_KIB = 1024
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    """Everything `objmount mount` needs beyond the target."""
+
+    mountpoint: Path
+    allow_other: bool = False
+    uid: int = 0
+    gid: int = 0
+    umask: int = 0o022
+    attr_timeout_s: float = 60.0
+    entry_timeout_s: float = 60.0
+    dir_cache_time_s: float = 300.0
+    fast_list: bool = False
+    max_parallel: int = 16
+    retries: int = 3
+    timeouts: Timeouts = Timeouts()
+
+
+def fuse_options(target: Target, options: MountOptions) -> set[str]:
+    """Return the mount options handed to libfuse."""
+    opts = set(pyfuse3.default_options) | {
+        "ro",
+        "noatime",
+        f"fsname=objmount:{target}".replace(",", "_"),
+        "subtype=objmount",
+    }
+    if options.allow_other:
+        opts.add("allow_other")
+    return opts
+
+
+def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> None:
+    """Mount `target` and serve it until unmounted; `on_ready` runs once the mount is live.
+
+    Raises ObjmountError (before mounting) for every check that fails.
+    """
+    mountpoint = check_mountpoint(options.mountpoint)
+    if options.allow_other:
+        check_allow_other(os.geteuid())
+    trio.run(_serve, target, options, mountpoint, on_ready)
+
+
+async def _serve(
+    target: Target, options: MountOptions, mountpoint: Path, on_ready: Callable[[], None]
+) -> None:
+    backend = open_backend(target, options.timeouts)
+    runner = Runner(options.max_parallel, options.retries)
+    await runner.call_once(backend.check, target.prefix)
+    namespace = Namespace(backend, runner, target.prefix, options.dir_cache_time_s)
+    if options.fast_list:
+        started = time.monotonic()
+        count = await namespace.load_all()
+        log.info("fast-list: %d objects in %.1fs", count, time.monotonic() - started)
+    attrs = AttrSettings(
+        uid=options.uid,
+        gid=options.gid,
+        umask=options.umask,
+        attr_timeout_s=options.attr_timeout_s,
+        entry_timeout_s=options.entry_timeout_s,
+        mount_time_ns=time.time_ns(),
+    )
+    operations = ReadOnlyOperations(namespace, DirectReadPath(backend, runner), attrs)
+    pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
+    clean = False
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_terminate_on_signal)
+            nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
+            await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
+            nursery.cancel_scope.cancel()
+        clean = True
+    finally:
+        # pyfuse3 advises against unmounting from a session that failed; the
+        # session is closed first, so a lazy fusermount afterwards cannot hang.
+        pyfuse3.close(unmount=clean)
+        if not clean:
+            unmount(mountpoint, lazy=True)
+        log.info("unmounted %s", mountpoint)
+
+
+async def _when_serving(
+    target: Target, where: str, mountpoint: Path, on_ready: Callable[[], None]
+) -> None:
+    """Once the kernel's INIT is answered, raise readahead and report the mount as live.
+
+    The stat is a FUSE request served by this process, so it runs in a thread
+    and returns only once the session serves requests; readahead set earlier
+    would be clamped back to 128 KiB by the INIT reply.
+    """
+    await trio.to_thread.run_sync(os.stat, mountpoint)
+    readahead = raise_readahead(mountpoint, READAHEAD_KIB)
+    log.info("mounted %s (%s) on %s; kernel readahead %s KiB", target, where, mountpoint, readahead)
+    on_ready()
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s received: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return

@@ -1,0 +1,103 @@
+"""Fixtures: real servers per backend, a standard dataset in each, and real mounts.
+
+Every test that takes `store` (or a fixture built on it) runs once per backend.
+"""
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.mounting import MountProcess, mounted
+from tests.integration.stores import S3Store, TestStore, put_many
+from tests.servers.s3_server import MotoS3Server
+
+BACKENDS = ["s3"]
+MiB = 1 << 20
+
+
+def data(seed: str, size: int) -> bytes:
+    """Deterministic pseudo-random bytes: the same seed always gives the same content."""
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Server]:
+    server = MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> TestStore:
+    return S3Store(request.getfixturevalue("moto_server"))
+
+
+@pytest.fixture(scope="session")
+def config(store: TestStore, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An rclone.conf with `remote` (valid) for the store under test."""
+    path = tmp_path_factory.mktemp(f"conf-{store.kind}") / "rclone.conf"
+    path.write_text(store.rclone_section("remote"))
+    return path
+
+
+# Sizes around the kernel's 128 KiB and 1 MiB read sizes, and a large file.
+SIZED_FILES = {
+    "empty.bin": 0,
+    "one.bin": 1,
+    "k128-minus-1.bin": 128 * 1024 - 1,
+    "k128-plus-1.bin": 128 * 1024 + 1,
+    "m1-minus-1.bin": MiB - 1,
+    "m1.bin": MiB,
+    "m1-plus-1.bin": MiB + 1,
+    "large.bin": 101 * MiB + 7,
+}
+TREE_FILES = {
+    "nested/top.txt": 20,
+    "nested/a/b/c/deep.txt": 33,
+    "nested/a/sibling.txt": 44,
+    "with marker/file in dir.txt": 55,
+    "café/naïve.txt": 66,
+}
+MARKERS = ["with marker/", "empty-dir/"]
+# Keys that cannot all be file names; what survives is asserted in test_names.
+HOSTILE_KEYS = {
+    "hostile/ok.txt": 1,
+    "hostile//empty-segment.txt": 2,
+    "hostile/./dot.txt": 3,
+    "hostile/../dotdot.txt": 4,
+    "hostile/" + "x" * 256: 5,
+    "hostile/" + "é" * 127 + "z": 6,  # 255 bytes: allowed
+    "hostile/clash": 7,
+    "hostile/clash/inside.txt": 8,
+}
+
+
+@pytest.fixture(scope="session")
+def dataset(store: TestStore) -> dict[str, bytes]:
+    """Container `dataset` filled once per backend; returns key -> content of every object."""
+    objects = {name: data(name, size) for name, size in (SIZED_FILES | TREE_FILES).items()}
+    objects |= {key: data(key, size) for key, size in HOSTILE_KEYS.items()}
+    objects |= dict.fromkeys(MARKERS, b"")
+    store.create_container("dataset")
+    put_many(store, "dataset", objects)
+    return objects
+
+
+@pytest.fixture(scope="session")
+def big_directory(store: TestStore) -> set[str]:
+    """Container `wide` with one directory of 10,000 objects (10 listing pages)."""
+    names = {f"f{i:05d}.txt" for i in range(10_000)}
+    store.create_container("wide")
+    put_many(store, "wide", {f"many/{name}": b"x" for name in names})
+    return names
+
+
+@pytest.fixture
+def mount(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> Iterator[MountProcess]:
+    """The `dataset` container mounted read-only; unmounted after the test, whatever happens."""
+    with mounted("remote:dataset", tmp_path / "mnt", config) as process:
+        yield process

@@ -1,0 +1,82 @@
+"""Mount objmount for real, in a subprocess, and always unmount afterwards."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from objmount.mountpoint import is_mounted
+
+MOUNT_DEADLINE_S = 30
+
+
+def objmount(*args: str, timeout_s: float = 60, **kwargs) -> subprocess.CompletedProcess[str]:
+    """Run the objmount CLI to completion and return what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "objmount", *args],
+        capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs,
+    )
+
+
+def force_unmount(mountpoint: Path) -> None:
+    """Unmount whatever is on `mountpoint`, lazily if it is busy."""
+    if is_mounted(mountpoint):
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False,
+                       capture_output=True)
+
+
+@contextmanager
+def mounted(spec: str, mountpoint: Path, config: Path, *args: str) -> Iterator["MountProcess"]:
+    """Mount `spec` in the foreground in a subprocess; unmount and reap it however we leave."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    log_file = mountpoint.with_name(mountpoint.name + ".log")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "objmount", "mount", spec, str(mountpoint), "--config",
+         str(config), "-v", "--log-file", str(log_file), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    mount = MountProcess(proc, mountpoint, log_file)
+    try:
+        mount.wait_mounted()
+        yield mount
+    finally:
+        mount.stop()
+
+
+class MountProcess:
+    """A running `objmount mount` process and where it logs."""
+
+    def __init__(self, proc: subprocess.Popen[str], mountpoint: Path, log_file: Path) -> None:
+        self.proc = proc
+        self.path = mountpoint
+        self.log_file = log_file
+
+    def log(self) -> str:
+        return self.log_file.read_text() if self.log_file.exists() else ""
+
+    def wait_mounted(self) -> None:
+        deadline = time.monotonic() + MOUNT_DEADLINE_S
+        while not is_mounted(self.path):
+            if self.proc.poll() is not None:
+                _, err = self.proc.communicate()
+                raise RuntimeError(f"objmount exited {self.proc.returncode}: {err}\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not mounted after {MOUNT_DEADLINE_S}s:\n{self.log()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        """SIGTERM the process and reap it; unmount lazily if it did not. Returns its exit code."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        force_unmount(self.path)
+        self.proc.communicate()
+        return self.proc.returncode

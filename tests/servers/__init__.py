@@ -1,0 +1,1 @@
+"""Real backend servers (OpenStack Swift + Keystone) started by the test suite."""
