@@ -76,7 +76,8 @@ def mount_command(
         ),
     ] = False,
     read_only: Annotated[
-        bool, typer.Option("--read-only", help="Accepted for rclone compatibility: always read-only.")
+        bool,
+        typer.Option("--read-only", help="Accepted for rclone compatibility: always read-only."),
     ] = True,
     daemon_mode: Annotated[
         bool,
@@ -121,7 +122,9 @@ def mount_command(
     ] = 16,
     retries: Annotated[
         int,
-        typer.Option("--retries", min=0, help="Retries of a failed request (backoff 0.2s x4 each)."),
+        typer.Option(
+            "--retries", min=0, help="Retries of a failed request (backoff 0.2s x4 each)."
+        ),
     ] = 3,
     contimeout: Annotated[
         str, typer.Option("--contimeout", help="Connect timeout for each request.")

@@ -76,7 +76,7 @@ def _errno(
     async def wrapper(self: "ReadOnlyOperations", *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - every error must become an errno
+        except Exception as exc:
             raise _fuse_error(exc) from None
 
     return wrapper

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyfuse3
@@ -48,7 +48,7 @@ class MountOptions:
     fast_list: bool = False
     max_parallel: int = 16
     retries: int = 3
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
 
 def fuse_options(target: Target, options: MountOptions) -> set[str]:

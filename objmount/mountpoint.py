@@ -4,7 +4,7 @@ These run before any FUSE session exists, so their errors are one-line
 MountpointErrors with the fix in them.
 """
 
-import os
+import contextlib
 import stat
 import subprocess
 from pathlib import Path
@@ -94,10 +94,8 @@ def raise_readahead(path: Path, kib: int) -> int | None:
     if device is None:
         return None
     bdi = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
-    try:
+    with contextlib.suppress(OSError):
         bdi.write_text(str(kib))
-    except OSError:
-        pass
     try:
         return int(bdi.read_text())
     except (OSError, ValueError):

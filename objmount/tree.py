@@ -161,33 +161,33 @@ class Namespace:
             page = await self.runner.call(self.backend.list_page, dir_key, "/", token)
             for obj in page.objects:
                 name = obj.key[len(dir_key) :]
-                if name and _usable(obj.key, [name]):  # '' is the directory's own marker
+                # '' is the directory's own marker object
+                if name and _usable(f"object {obj.key!r}", [name]):
                     listing.files[name] = obj
             for sub in page.prefixes:
                 name = sub[len(dir_key) : -1]
-                if _usable(sub, [name]):
+                if _usable(f"objects under {sub!r}", [name]):
                     listing.dirs.add(name)
             if page.next_token is None:
                 return listing
             token = page.next_token
 
     def _place(self, obj: ObjectInfo, prefix: str, listings: dict[str, _Listing]) -> None:
-        """Add one object of a recursive listing to the listings of its directories."""
-        parts = obj.key[len(prefix) :].split("/")
-        is_marker = parts[-1] == ""
-        segments = parts[:-1] if is_marker else parts
-        if not segments or not _usable(obj.key, segments):
-            return
+        """Add one object of a recursive listing to the listings of its directories.
+
+        Directories up to the first unusable segment are kept, as a delimiter
+        listing would show them.
+        """
+        *dirs, leaf = obj.key[len(prefix) :].split("/")  # leaf '' marks a directory marker
         dir_key = prefix
-        for segment in segments[:-1]:
+        for segment in dirs:
+            if not _usable(f"object {obj.key!r}", [segment]):
+                return
             listings.setdefault(dir_key, _Listing()).dirs.add(segment)
             dir_key += segment + "/"
-        listing = listings.setdefault(dir_key, _Listing())
-        if is_marker:
-            listing.dirs.add(segments[-1])
-            listings.setdefault(dir_key + segments[-1] + "/", _Listing())
-        else:
-            listing.files[segments[-1]] = obj
+            listings.setdefault(dir_key, _Listing())
+        if leaf and _usable(f"object {obj.key!r}", [leaf]):
+            listings[dir_key].files[leaf] = obj
 
     def _apply(self, node: Node, listing: _Listing, now: float) -> None:
         """Replace a directory's children with `listing`, keeping inodes of known keys."""
@@ -214,12 +214,11 @@ class Namespace:
         return child
 
 
-def _usable(key: str, segments: Iterable[str]) -> bool:
-    """Return True if every segment is a valid name; report the key once otherwise."""
+def _usable(what: str, segments: Iterable[str]) -> bool:
+    """Return True if every segment is a valid name; report `what` once otherwise."""
     for segment in segments:
         problem = name_problem(segment)
         if problem:
-            logs.once(log, logging.WARNING, f"badname:{key}",
-                      "skipping object %r: %s", key, problem)
+            logs.once(log, logging.WARNING, f"badname:{what}", "skipping %s: %s", what, problem)
             return False
     return True

@@ -13,6 +13,8 @@ from tests.servers.s3_server import MotoS3Server
 class TestStore(Protocol):
     """A real server the tests fill and objmount mounts."""
 
+    __test__ = False  # a protocol, not a test class
+
     kind: str
 
     def rclone_section(self, name: str, **overrides: str) -> str: ...

@@ -66,7 +66,7 @@ class MotoS3Server:
                 os.killpg(self._proc.pid, signal.SIGKILL)
                 self._proc.wait()
 
-    def client(self, secret_key: str | None = None):  # noqa: ANN201 - boto3 client type
+    def client(self, secret_key: str | None = None):
         """Return a boto3 S3 client signed with the test user's key (or another secret)."""
         return boto3.client(
             "s3", endpoint_url=self.endpoint, region_name=self.region,

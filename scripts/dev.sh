@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# objmount's two entry points on a fresh Debian machine (root, or a user with sudo):
+#   bash scripts/dev.sh demo   set everything up, start a local S3 server, load a sample
+#                              dataset, mount it, read files through the mount, clean up
+#   bash scripts/dev.sh test   set everything up and run the whole test suite (what CI runs)
+#   bash scripts/dev.sh setup  only install system packages and the Python environment
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+VENV="${OBJMOUNT_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+system_packages() {
+    local wanted=(fuse3 libfuse3-dev pkg-config gcc)
+    # Debian's python3 needs its venv and headers packages; a pyenv or distro-built one has them.
+    "$PYTHON" -c 'import ensurepip' 2>/dev/null || wanted+=(python3-venv)
+    "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+        || wanted+=(python3-dev)
+    local missing=()
+    for pkg in "${wanted[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing system packages: ${missing[*]}"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+python_env() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+        "$VENV/bin/pip" install -q --upgrade pip
+    fi
+    # Reinstall only when the dependency list changed.
+    local stamp="$VENV/.objmount-installed"
+    local wanted
+    wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+        "$VENV/bin/pip" install -q -e ".[test]"
+        echo "$wanted" > "$stamp"
+    fi
+}
+
+setup() {
+    system_packages
+    python_env
+}
+
+case "${1:-}" in
+    setup) setup ;;
+    test)
+        setup
+        "$VENV/bin/ruff" check .
+        exec "$VENV/bin/pytest" -q "${@:2}"
+        ;;
+    demo)
+        setup
+        exec "$VENV/bin/python" scripts/demo.py "${@:2}"
+        ;;
+    *)
+        echo "usage: bash scripts/dev.sh setup|test|demo" >&2
+        exit 2
+        ;;
+esac

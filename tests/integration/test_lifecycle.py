@@ -1,0 +1,138 @@
+"""Mount lifecycle: --daemon, signals, `objmount umount`, and one-line errors before mounting."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from objmount.mountpoint import is_mounted
+from tests.integration.mounting import force_unmount, mounted, objmount
+from tests.integration.stores import TestStore
+
+pytestmark = pytest.mark.mount
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """The command failed before mounting with exactly one line on stderr naming the problem."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_unmounts_cleanly(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path, signum: int
+) -> None:
+    with mounted("remote:dataset", tmp_path / "mnt", config) as mount:
+        os.kill(mount.proc.pid, signum)
+        assert mount.proc.wait(timeout=15) == 0
+        assert not is_mounted(mount.path)
+
+
+def test_daemon_returns_once_mounted_and_umount_unmounts(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        result = objmount("remote:dataset", str(mnt), "--config", str(config), "--daemon")
+        assert result.returncode == 0, result.stderr
+        assert is_mounted(mnt)
+        assert (mnt / "one.bin").read_bytes() == dataset["one.bin"]
+        result = objmount("umount", str(mnt))
+        assert result.returncode == 0, result.stderr
+        assert not is_mounted(mnt)
+    finally:
+        force_unmount(mnt)
+
+
+def test_daemon_reports_a_failed_mount(config: Path, tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    result = objmount("remote:no-such-bucket", str(mnt), "--config", str(config), "--daemon")
+    assert_one_line_error(result, "no-such-bucket", "does not exist")
+    assert not is_mounted(mnt)
+
+
+def test_umount_of_a_busy_mount_detaches_lazily(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    with mounted("remote:dataset", tmp_path / "mnt", config) as mount:
+        busy = open(mount.path / "one.bin", "rb")  # noqa: SIM115
+        try:
+            result = objmount("umount", str(mount.path))
+            assert result.returncode == 0
+            assert "busy" in result.stderr
+            assert not is_mounted(mount.path)
+        finally:
+            busy.close()
+        mount.proc.wait(timeout=15)
+
+
+def test_umount_of_something_not_mounted_fails(tmp_path: Path) -> None:
+    assert_one_line_error(objmount("umount", str(tmp_path)), "is not mounted")
+
+
+class TestFailFast:
+    """Each problem found before mounting: one line, exit code != 0, nothing mounted."""
+
+    def run(self, spec: str, mnt: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
+        was_mounted = is_mounted(mnt)
+        started = time.monotonic()
+        result = objmount(spec, str(mnt), "--config", str(config), *args, timeout_s=40)
+        assert time.monotonic() - started < 30
+        assert is_mounted(mnt) == was_mounted
+        return result
+
+    def test_wrong_credentials(self, store: TestStore, tmp_path: Path) -> None:
+        conf = tmp_path / "rclone.conf"
+        secret_key = "secret_access_key" if store.kind == "s3" else "application_credential_secret"
+        conf.write_text(store.rclone_section("bad", **{secret_key: "Xwrong-secret-value"}))
+        result = self.run("bad:dataset", tmp_path, conf)
+        assert_one_line_error(result)
+        assert "Xwrong-secret-value" not in result.stderr
+        assert any(word in result.stderr.lower() for word in ("denied", "credential", "auth"))
+
+    def test_missing_container(self, config: Path, tmp_path: Path) -> None:
+        result = self.run("remote:no-such-bucket", tmp_path, config)
+        assert_one_line_error(result, "no-such-bucket", "does not exist")
+
+    def test_unreachable_endpoint(self, store: TestStore, tmp_path: Path) -> None:
+        conf = tmp_path / "rclone.conf"
+        key = "endpoint" if store.kind == "s3" else "auth"
+        conf.write_text(store.rclone_section("down", **{key: "http://127.0.0.1:9/"}))
+        result = self.run("down:dataset", tmp_path, conf, "--contimeout", "2s")
+        assert_one_line_error(result, "127.0.0.1:9")
+
+    def test_missing_mountpoint(self, config: Path, tmp_path: Path) -> None:
+        result = self.run("remote:dataset", tmp_path / "absent", config)
+        assert_one_line_error(result, "does not exist", "mkdir -p")
+
+    def test_mountpoint_is_a_file(self, config: Path, tmp_path: Path) -> None:
+        (tmp_path / "file").write_text("")
+        result = self.run("remote:dataset", tmp_path / "file", config)
+        assert_one_line_error(result, "not a directory")
+
+    def test_mountpoint_already_mounted(
+        self, dataset: dict[str, bytes], config: Path, tmp_path: Path
+    ) -> None:
+        with mounted("remote:dataset", tmp_path / "mnt", config) as mount:
+            result = self.run("remote:dataset", mount.path, config)
+            assert_one_line_error(result, "already a mount point")
+            assert is_mounted(mount.path)
+
+    def test_unknown_remote(self, config: Path, tmp_path: Path) -> None:
+        result = self.run("nosuch:dataset", tmp_path, config)
+        assert_one_line_error(result, "'nosuch' is not configured", "remote")
+
+    def test_unsupported_remote_type(self, tmp_path: Path) -> None:
+        conf = tmp_path / "rclone.conf"
+        conf.write_text("[ftp1]\ntype = ftp\nhost = example\n")
+        result = self.run("ftp1:x", tmp_path, conf)
+        assert_one_line_error(result, "type 'ftp'", "supported types")

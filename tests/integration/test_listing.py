@@ -1,0 +1,58 @@
+"""Directory listings: paginated, complete, cached for --dir-cache-time, or loaded at once."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.mounting import mounted
+from tests.integration.stores import TestStore
+
+pytestmark = pytest.mark.mount
+
+
+def test_a_directory_of_ten_thousand_entries_lists_exactly(
+    big_directory: set[str], config: Path, tmp_path: Path
+) -> None:
+    with mounted("remote:wide", tmp_path / "mnt", config) as mount:
+        names = os.listdir(mount.path / "many")
+        assert len(names) == len(big_directory)
+        assert set(names) == big_directory
+
+
+def test_fast_list_loads_the_tree_at_mount_time(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    with mounted("remote:dataset", tmp_path / "mnt", config, "--fast-list") as mount:
+        assert "fast-list:" in mount.log()
+        assert sorted(os.listdir(mount.path / "nested" / "a")) == ["b", "sibling.txt"]
+        assert (mount.path / "empty-dir").is_dir()
+        assert (mount.path / "with marker" / "file in dir.txt").read_bytes() == dataset[
+            "with marker/file in dir.txt"
+        ]
+        assert set(os.listdir(mount.path / "hostile")) == {"ok.txt", "é" * 127 + "z", "clash"}
+
+
+def test_a_prefix_mounts_that_subtree(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    with mounted("remote:dataset/nested/a", tmp_path / "mnt", config) as mount:
+        assert sorted(os.listdir(mount.path)) == ["b", "sibling.txt"]
+        assert (mount.path / "b/c/deep.txt").read_bytes() == dataset["nested/a/b/c/deep.txt"]
+
+
+def test_new_objects_appear_after_the_dir_cache_time(
+    store: TestStore, config: Path, tmp_path: Path
+) -> None:
+    store.create_container("changing")
+    store.put("changing", "first.txt", b"1")
+    args = ("--dir-cache-time", "1s", "--attr-timeout", "0", "--entry-timeout", "0")
+    with mounted("remote:changing", tmp_path / "mnt", config, *args) as mount:
+        assert os.listdir(mount.path) == ["first.txt"]
+        store.put("changing", "second.txt", b"2")
+        time.sleep(1.5)
+        assert sorted(os.listdir(mount.path)) == ["first.txt", "second.txt"]
+        store.delete("changing", "first.txt")
+        time.sleep(1.5)
+        assert os.listdir(mount.path) == ["second.txt"]
