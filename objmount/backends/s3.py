@@ -158,7 +158,9 @@ class S3Backend:
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code == "NoSuchBucket" or (key is None and status == 404):
-            return ContainerNotFound(f"bucket {self.container!r} does not exist ({self.describe()})")
+            return ContainerNotFound(
+                f"bucket {self.container!r} does not exist ({self.describe()})"
+            )
         if code in ("NoSuchKey", "404") or status == 404:
             return NotFound(f"{what}: no such object")
         if code in ("PreconditionFailed", "412") or status == 412:
