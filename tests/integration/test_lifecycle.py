@@ -35,6 +35,17 @@ def test_a_signal_unmounts_cleanly(
         assert not is_mounted(mount.path)
 
 
+def test_allow_other_is_a_mount_option(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    with mounted("remote:dataset", tmp_path / "mnt", config, "--allow-other") as mount:
+        options = next(
+            line.split()[3] for line in Path("/proc/self/mounts").read_text().splitlines()
+            if line.split()[1] == str(mount.path)
+        )
+        assert "allow_other" in options.split(",")
+
+
 def test_daemon_returns_once_mounted_and_umount_unmounts(
     dataset: dict[str, bytes], config: Path, tmp_path: Path
 ) -> None:

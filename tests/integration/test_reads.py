@@ -90,3 +90,9 @@ def test_reads_arrive_in_chunks_up_to_one_mebibyte(mount: MountProcess) -> None:
             pass
     stats = json.loads(os.getxattr(mount.path, "user.objmount.stats"))
     assert stats["largest_read_bytes"] == 1 << 20
+
+
+def test_statfs_reports_a_read_only_filesystem(mount: MountProcess) -> None:
+    info = os.statvfs(mount.path)
+    assert info.f_namemax == 255
+    assert info.f_flag & os.ST_RDONLY
