@@ -17,9 +17,12 @@ import typer
 from objmount import __version__, daemon
 from objmount import log as logsetup
 from objmount.backends import Timeouts
+from objmount.cache import cli as cache_cli
 from objmount.config import default_config_path, load_remotes, parse_target
 from objmount.errors import ConfigError, ObjmountError
+from objmount.etl.cli import etl_app
 from objmount.mountpoint import is_mounted, unmount
+from objmount.options import ConfigOpt, LogFileOpt, VerboseOpt
 from objmount.units import parse_duration_s
 
 log = logging.getLogger("objmount")
@@ -33,27 +36,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="rclone-style config file. Default: $RCLONE_CONFIG, else "
-        "~/.config/rclone/rclone.conf. OBJMOUNT_CONFIG_<REMOTE>_<KEY> variables override it.",
-        show_default=False,
-    ),
-]
-VerboseOpt = Annotated[
-    int,
-    typer.Option("-v", "--verbose", count=True, help="More logging: -v info, -vv debug."),
-]
-LogFileOpt = Annotated[
-    Path | None, typer.Option("--log-file", help="Write logs to this file instead of stderr.")
-]
-
-
-def _setup_logging(verbose: int, log_file: Path | None) -> None:
-    logsetup.setup(verbose, log_file)
+app.add_typer(etl_app, name="etl")
+app.add_typer(cache_cli.cache_app, name="cache")
+app.command("warm")(cache_cli.warm_command)
 
 
 @app.command("mount")
@@ -132,13 +117,20 @@ def mount_command(
     timeout: Annotated[
         str, typer.Option("--timeout", help="Read timeout for each request (idle time).")
     ] = "60s",
+    cache_mode: cache_cli.CacheModeOpt = "full",
+    cache_dir: cache_cli.CacheDirOpt = None,
+    cache_max_size: cache_cli.CacheMaxSizeOpt = cache_cli.MAX_SIZE_DEFAULT,
+    cache_mem: cache_cli.CacheMemOpt = cache_cli.CACHE_MEM_DEFAULT,
+    block_size: cache_cli.BlockSizeOpt = cache_cli.BLOCK_SIZE_DEFAULT,
+    read_ahead: cache_cli.ReadAheadOpt = cache_cli.READ_AHEAD_DEFAULT,
+    max_buffer_memory: cache_cli.MaxBufferMemoryOpt = cache_cli.MAX_BUFFER_MEMORY_DEFAULT,
     verbose: VerboseOpt = 0,
     log_file: LogFileOpt = None,
 ) -> None:
     """Mount REMOTE:CONTAINER[/PREFIX] on MOUNTPOINT, read-only (the default command)."""
     from objmount.mount import MountOptions, run
 
-    _setup_logging(verbose, log_file)
+    logsetup.setup(verbose, log_file)
     try:
         umask_bits = int(umask, 8)
     except ValueError:
@@ -159,6 +151,10 @@ def mount_command(
             connect_s=parse_duration_s(contimeout),
             read_s=parse_duration_s(timeout),
             pool_size=max_parallel,
+        ),
+        cache=cache_cli.cache_options(
+            cache_mode, cache_dir, cache_max_size, cache_mem, block_size, read_ahead,
+            max_buffer_memory,
         ),
     )
     if daemon_mode:
@@ -222,6 +218,7 @@ def _mount_argv() -> list[str]:
 
 def _with_default_command(argv: list[str]) -> list[str]:
     commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
+    commands |= {group.name for group in app.registered_groups if group.name}
     if argv and argv[0] not in commands and argv[0] not in ("-h", "--help"):
         return ["mount", *argv]
     return argv

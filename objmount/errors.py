@@ -26,3 +26,9 @@ class MountpointError(ObjmountError):
     """The mountpoint cannot be used (missing, not a directory, already mounted...)."""
 
     exit_code = 3
+
+
+class EtlError(ObjmountError):
+    """An `objmount etl` stage cannot run or did not finish (download, archive, staging, upload)."""
+
+    exit_code = 4

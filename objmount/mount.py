@@ -19,11 +19,14 @@ import pyfuse3
 import trio
 
 from objmount.backends import Timeouts, open_backend
+from objmount.backends.base import Backend
 from objmount.backends.runner import Runner
+from objmount.cache.readpath import open_cached_read_path
+from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
 from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
-from objmount.readpath import DirectReadPath
+from objmount.readpath import DirectReadPath, ReadPath
 from objmount.tree import Namespace
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,10 @@ class MountOptions:
     max_parallel: int = 16
     retries: int = 3
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # The block cache; None reads every range straight from the store (--cache-mode off).
+    cache: CacheOptions | None = field(
+        default_factory=lambda: CacheOptions(cache_dir=default_cache_dir())
+    )
 
 
 def fuse_options(target: Target, options: MountOptions) -> set[str]:
@@ -94,12 +101,14 @@ async def _serve(
         entry_timeout_s=options.entry_timeout_s,
         mount_time_ns=time.time_ns(),
     )
-    operations = ReadOnlyOperations(namespace, DirectReadPath(backend, runner), attrs)
+    read_path = await _open_read_path(target, backend, runner, options)
+    operations = ReadOnlyOperations(namespace, read_path, attrs)
     pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
     clean = False
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on_signal)
+            await nursery.start(read_path.serve)
             nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
             await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
             nursery.cancel_scope.cancel()
@@ -111,6 +120,19 @@ async def _serve(
         if not clean:
             unmount(mountpoint, lazy=True)
         log.info("unmounted %s", mountpoint)
+
+
+async def _open_read_path(
+    target: Target, backend: Backend, runner: Runner, options: MountOptions
+) -> ReadPath:
+    """Return the read path: the block cache unless it is off. Raises ConfigError."""
+    if options.cache is None:
+        return DirectReadPath(backend, runner)
+    cache = options.cache
+    log.info("block cache in %s: %d MiB blocks, up to %d MiB on disk, %d MiB in memory",
+             cache.cache_dir, cache.block_size_bytes >> 20, cache.max_size_bytes >> 20,
+             cache.max_buffer_memory_bytes >> 20)
+    return await open_cached_read_path(backend, runner, source_for(target), cache)
 
 
 async def _when_serving(

@@ -9,6 +9,8 @@ object had at open: bytes of two versions are never mixed.
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+import trio
+
 from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner
 
@@ -22,6 +24,18 @@ class ReadStats:
     gets: int = 0
     bytes_fetched: int = 0
     largest_read_bytes: int = 0
+    # The block cache (objmount.cache): block lookups served from memory or local
+    # disk, or needing a GET; blocks written to disk; corrupt blocks dropped; failed
+    # cache writes; bytes held in memory for reads (read-ahead + hot tier) now and at peak.
+    cache_hits: int = 0
+    cache_misses: int = 0
+    memory_hits: int = 0
+    disk_hits: int = 0
+    blocks_stored: int = 0
+    corrupt_blocks: int = 0
+    cache_write_errors: int = 0
+    buffer_bytes: int = 0
+    buffer_peak_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -53,6 +67,11 @@ class ReadPath(Protocol):
         """Start reading `obj` (the version with `obj.etag`)."""
         ...
 
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run background work (read-ahead, cache writes) until cancelled; mount.py starts it
+        before serving FUSE requests."""
+        ...
+
 
 class DirectReadPath:
     """Each read is one ranged GET, conditional on the ETag seen at open."""
@@ -64,6 +83,10 @@ class DirectReadPath:
 
     async def open(self, obj: ObjectInfo) -> "DirectHandle":
         return DirectHandle(self, obj)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
 
 
 class DirectHandle:

@@ -125,7 +125,9 @@ class Namespace:
             page = await self.runner.call(self.backend.list_page, prefix, None, token)
             for obj in page.objects:
                 count += 1
-                self._place(obj, prefix, listings)
+                self._place(obj.key, obj, prefix, listings)
+            for sub in page.prefixes:  # directories the store declares (Swift folder objects)
+                self._place(sub, None, prefix, listings)
             if page.next_token is None:
                 break
             token = page.next_token
@@ -172,21 +174,24 @@ class Namespace:
                 return listing
             token = page.next_token
 
-    def _place(self, obj: ObjectInfo, prefix: str, listings: dict[str, _Listing]) -> None:
-        """Add one object of a recursive listing to the listings of its directories.
+    def _place(
+        self, key: str, obj: ObjectInfo | None, prefix: str, listings: dict[str, _Listing]
+    ) -> None:
+        """Add one key of a recursive listing (an object, or a directory ending in '/')
+        to the listings of its directories.
 
         Directories up to the first unusable segment are kept, as a delimiter
         listing would show them.
         """
-        *dirs, leaf = obj.key[len(prefix) :].split("/")  # leaf '' marks a directory marker
+        *dirs, leaf = key[len(prefix) :].split("/")  # leaf '' marks a directory marker
         dir_key = prefix
         for segment in dirs:
-            if not _usable(f"object {obj.key!r}", [segment]):
+            if not _usable(f"object {key!r}", [segment]):
                 return
             listings.setdefault(dir_key, _Listing()).dirs.add(segment)
             dir_key += segment + "/"
             listings.setdefault(dir_key, _Listing())
-        if leaf and _usable(f"object {obj.key!r}", [leaf]):
+        if leaf and obj is not None and _usable(f"object {key!r}", [leaf]):
             listings[dir_key].files[leaf] = obj
 
     def _apply(self, node: Node, listing: _Listing, now: float) -> None:

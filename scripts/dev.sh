@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # objmount's two entry points on a fresh Debian machine (root, or a user with sudo):
 #   bash scripts/dev.sh demo   set everything up, start a local S3 server, load a sample
-#                              dataset, mount it, read files through the mount, clean up
+#                              dataset with objmount etl, mount it, train over it, clean up
 #   bash scripts/dev.sh test   set everything up and run the whole test suite (what CI runs)
 #   bash scripts/dev.sh setup  only install system packages and the Python environment
 set -euo pipefail
@@ -39,7 +39,8 @@ python_env() {
     local wanted
     wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-        "$VENV/bin/pip" install -q -e ".[test]"
+        # torch: the demo and the training tests need it (pinned in pyproject.toml).
+        "$VENV/bin/pip" install -q -e ".[test,torch]"
         echo "$wanted" > "$stamp"
     fi
 }

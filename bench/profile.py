@@ -1,0 +1,154 @@
+"""`python -m bench.profile`: where an objmount mount spends its CPU during one workload.
+
+Same data, server and relay as `python -m bench`; one objmount mount (flags
+from --mount-args), one workload, cold pass (and warm with --passes both).
+With py-spy (every thread, sampled from outside) it writes a flame graph and
+prints the top functions by own and by total samples; with pyinstrument (the
+trio thread only, from inside) it writes pyinstrument's text report.
+Output goes to .bench/profiles/.
+"""
+
+import argparse
+import collections
+import contextlib
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import dataset as data
+from bench import harness
+from bench.mounts import Mount, MountSpec, Tools, drop_caches
+from bench.workloads import WORKLOADS, Limits
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+_LINE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
+
+
+# For A/B profiles: the mount as it was before s3_get.py, every GET through boto3.
+BOTO3_GETS = ("import sys, objmount.backends.s3 as s3; s3.lean_get_supported = lambda url: False; "
+              "from objmount.cli import main; sys.argv[0] = 'objmount'; main()")
+
+
+class Boto3GetsMount(Mount):
+    """objmount with the lean GET path disabled (its S3 reads use boto3's get_object)."""
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        assert cmd[1:3] == ["-m", "objmount"]
+        return [cmd[0], "-c", BOTO3_GETS, *cmd[3:]]
+
+
+class PyinstrumentMount(Mount):
+    """objmount run under `python -m pyinstrument`, which reports when the mount exits."""
+
+    report_path = Path()
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        assert cmd[1:3] == ["-m", "objmount"]
+        return [cmd[0], "-m", "pyinstrument", "-r", "text", "-o", str(self.report_path),
+                "--show-all", "-m", *cmd[2:]]
+
+
+def summarize(collapsed: Path, top: int) -> str:
+    """Top functions by own samples and by samples anywhere on the stack (py-spy raw format)."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        match = _LINE.match(line)
+        if not match:
+            continue
+        count = int(match["count"])
+        frames = match["stack"].split(";")[1:]  # the first frame is the thread's name
+        samples += count
+        if frames:
+            own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    lines = [f"{samples} samples", "", "own samples:"]
+    lines += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in own.most_common(top)]
+    lines += ["", "total samples (function anywhere on the stack):"]
+    lines += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in total.most_common(top)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", default="small", choices=[w.key for w in WORKLOADS])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--rtt-ms", type=float, default=20.0)
+    parser.add_argument("--profiler", choices=["py-spy", "pyinstrument"], default="py-spy")
+    parser.add_argument("--mount-args", default="", help="extra `objmount mount` flags")
+    parser.add_argument("--passes", choices=["cold", "both"], default="cold")
+    parser.add_argument("--boto3-gets", action="store_true",
+                        help="disable objmount's lean GET path (A/B against boto3 get_object)")
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--all-threads", action="store_true",
+                        help="py-spy: sample every thread, not just the GIL holder")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    work_dir = REPO_DIR / ".bench"
+    out_dir = work_dir / "profiles"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    variant = "boto3gets-" if args.boto3_gets else ""
+    stem = out_dir / f"{args.workload}-{variant}{args.profiler}-{time.strftime('%H%M%S')}"
+    tools = Tools.find()
+    workload = next(w for w in WORKLOADS if w.key == args.workload)
+    with contextlib.ExitStack() as cleanup:
+        env = harness.environment(tools, work_dir, data.Layout.from_scale(args.scale),
+                                  args.rtt_ms, cleanup)
+        ctx = harness.context(tools, env, None, 900, [workload])
+        spec = MountSpec("objmount", "objmount", tuple(shlex.split(args.mount_args)))
+        mount_cls = PyinstrumentMount if args.profiler == "pyinstrument" else (
+            Boto3GetsMount if args.boto3_gets else Mount)
+        mount = mount_cls(spec, tools, ctx.rclone_conf, ctx.s3fs_passwd, ctx.endpoint,
+                          env.run_dir / "mnt", env.run_dir / "cache" / "profile",
+                          env.run_dir / "profile-mount.log")
+        if isinstance(mount, PyinstrumentMount):
+            mount.report_path = stem.with_suffix(".txt")
+        cleanup.callback(mount.stop)
+        mount.start()
+        spy = None
+        if args.profiler == "py-spy":
+            assert mount.proc is not None
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                 str(mount.proc.pid), "--rate", str(args.rate), "--nolineno", "--format", "raw",
+                 # Only the thread holding the GIL: Python's CPU, not threads waiting
+                 # on sockets or queues (py-spy counts some of those as busy).
+                 *(["--gil"] if not args.all_threads else []),
+                 "-o", str(stem.with_suffix(".collapsed"))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            cleanup.callback(lambda: spy.poll() is None and spy.kill())
+            time.sleep(1)  # py-spy attaches
+        for pass_name in ("cold", "warm") if args.passes == "both" else ("cold",):
+            drop_caches()
+            outcome = harness.run_pass(workload, mount.path, ctx, mount.stop, Limits())
+            print(f"{workload.key} {pass_name}: {workload.figure(outcome):,.1f} {workload.unit} "
+                  f"({outcome.errors} bad) in {outcome.seconds:.1f}s", flush=True)
+        stats = mount.stats()
+        print(f"mount: peak RSS {(stats.peak_rss_kib or 0) / 1024:.0f} MB, "
+              f"CPU {stats.cpu_s or 0:.1f}s", flush=True)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+        mount.stop()
+    if args.profiler == "py-spy":
+        collapsed = stem.with_suffix(".collapsed")
+        text = summarize(collapsed, args.top)
+        stem.with_suffix(".txt").write_text(text + "\n")
+        print(text)
+        print(f"profile: {collapsed} (flame graph: any collapsed-stack viewer, e.g. speedscope)")
+    else:
+        print(f"profile: {stem.with_suffix('.txt')}")
+
+
+if __name__ == "__main__":
+    main()

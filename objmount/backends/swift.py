@@ -1,0 +1,582 @@
+"""OpenStack Swift backend: python-swiftclient over a keystoneauth1 session.
+
+How a remote authenticates is keystone.py's job; this module speaks to one
+container with whatever SwiftAuth it returns.
+
+Threads: a swiftclient Connection holds one HTTP connection and a token, and is
+not thread-safe, so each worker thread gets its own; they share one keystoneauth
+session, whose plugin fetches tokens under a lock. swiftclient's retries are off
+(the runner retries), except its one re-authentication on a 401.
+
+Tokens: a connection uses its token until Swift answers 401 (expired or
+revoked); the session is then invalidated and the request sent once more with a
+new token. When several threads meet the same expired token, one thread's
+invalidation can make another's look pointless to swiftclient, so a 401 that
+escapes swiftclient gets one more attempt here. A credential that Keystone
+refuses is AuthFailed, once, with no retry: a revoked credential reads as EIO,
+not a hang.
+
+Writes (ETL only): a file above the segment size becomes a Static Large Object
+whose segments, in `<container>_segments`, are uploaded by a few threads of
+put_file's own: the protocol asks for parallel segments, and uploads never
+serve a mount.
+
+Listing: `delimiter` + `marker` pages of up to PAGE_SIZE entries; `subdir`
+entries are prefixes. A zero-byte `application/directory` object (a folder made
+by Horizon or `swift post`) is a directory: it is reported as the prefix
+`name/`, in recursive listings too, and a marker key ending in '/' is left to
+the namespace. Dynamic Large Object manifests are listed as empty objects:
+see `_resolve_sizes`. Static Large Objects are listed with their real size, and
+their `slo_etag` is the ETag a GET answers to, so If-Match works on both kinds.
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from calendar import timegm
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+import swiftclient.client
+import urllib3
+from keystoneauth1 import exceptions as ksa
+from keystoneauth1 import session as ksa_session
+from swiftclient.exceptions import ClientException
+from swiftclient.utils import LengthWrapper
+
+from objmount import log as logsetup
+from objmount.backends import Timeouts
+from objmount.backends.base import (
+    SEGMENT_STREAMS,
+    AuthFailed,
+    BackendError,
+    ContainerNotFound,
+    ETagMismatch,
+    ListPage,
+    NotFound,
+    ObjectInfo,
+    Unreachable,
+)
+from objmount.backends.keystone import APP_CREDENTIAL, TOKEN, SwiftAuth, swift_auth
+from objmount.config import Remote
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Swift's default container listing limit is 10,000; 1000 keeps a page's
+# latency and memory like S3's, and is what rclone asks for.
+PAGE_SIZE = 1000
+DIRECTORY_TYPE = "application/directory"
+EMPTY_MD5 = hashlib.md5(b"").hexdigest()
+# Segments of a Static Large Object go to `<container>_segments`, as with rclone
+# and `swift upload`, so that listings of the container show only whole objects.
+SEGMENTS_SUFFIX = "_segments"
+_TRANSIENT_STATUSES = frozenset({408, 429, 498, 499})
+
+
+class _Connection(swiftclient.client.Connection):
+    """A swiftclient Connection that gets tokens our way and registers them for redaction.
+
+    With a session, only the token is renewed: the storage URL was resolved once
+    (or given), so a catalog without this region is not looked into again.
+    """
+
+    def get_auth(self) -> tuple[str, str]:
+        if self.session is not None:
+            url, token = self.os_options["object_storage_url"], self.session.get_token()
+        elif self.authurl:
+            url, token = super().get_auth()  # v1 auth
+        else:
+            raise ClientException("the pre-issued token was refused", http_status=401)
+        logsetup.register_secret(token)
+        return url, token
+
+
+class SwiftBackend:
+    """One Swift container; methods block and raise only objmount.backends.base errors."""
+
+    def __init__(
+        self,
+        remote: Remote,
+        container: str,
+        timeouts: Timeouts,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.container = container
+        self.remote_name = remote.name
+        self.auth: SwiftAuth = swift_auth(remote, os.environ if env is None else env)
+        self.timeouts = timeouts
+        # rclone's option: trust listings, never HEAD empty objects (no DLOs in the store).
+        self.no_large_objects = remote.flag("no_large_objects")
+        self.session: ksa_session.Session | None = None
+        if self.auth.uses_keystone:
+            self.session = ksa_session.Session(auth=self.auth.plugin(), app_name="objmount")
+            # Session(timeout=) takes one float, which would also bound connects by
+            # the read timeout; requests takes a (connect, read) pair.
+            self.session.timeout = (timeouts.connect_s, timeouts.read_s)
+        self._storage_url = self.auth.storage_url
+        self._initial_token = self.auth.auth_token
+        self._authenticated = False  # once a request succeeded, a refusal means revoked
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def describe(self) -> str:
+        if self._storage_url:  # given, or read from the catalog by now
+            return f"swift container {self.container!r} at {self._storage_url}"
+        region = f", region {self.auth.region}" if self.auth.region else ""
+        return f"swift container {self.container!r} at {self.auth.auth_url}{region}"
+
+    def check(self, prefix: str) -> None:
+        self._call(
+            lambda c: c.get_container(
+                self.container, prefix=prefix or None, delimiter="/", limit=1
+            ),
+            key=None,
+        )
+
+    def list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
+        _, entries = self._call(
+            lambda c: c.get_container(
+                self.container, prefix=prefix or None, delimiter=delimiter, marker=token,
+                limit=PAGE_SIZE,
+            ),
+            key=None,
+        )
+        page = ListPage()
+        for entry in entries:
+            if "subdir" in entry:
+                page.prefixes.append(entry["subdir"])
+            elif _is_folder_object(entry):
+                page.prefixes.append(entry["name"] + "/")
+            else:
+                page.objects.append(_info_from_listing(entry))
+        page.objects = self._resolve_sizes(page.objects)
+        if len(entries) == PAGE_SIZE:
+            last = entries[-1]
+            page.next_token = last.get("subdir") or last["name"]
+        return page
+
+    def _resolve_sizes(self, objects: list[ObjectInfo]) -> list[ObjectInfo]:
+        """HEAD each listed object that may be a Dynamic Large Object; drop vanished ones.
+
+        Swift lists a DLO manifest as what it stores, an empty object (bytes 0,
+        hash md5("")); only a HEAD gives its size and ETag. A real empty object
+        looks the same, so each zero-byte md5("") entry costs one HEAD per
+        listing: cheap for datasets, where empty files are rare, and cached by
+        the namespace for --dir-cache-time. Sequential on purpose: this already
+        runs in a runner thread, and a second thread pool would escape the
+        runner's bound on requests in flight. no_large_objects skips it.
+        """
+        if self.no_large_objects:
+            return objects
+        resolved = []
+        for obj in objects:
+            if obj.size == 0 and obj.etag == EMPTY_MD5 and not obj.key.endswith("/"):
+                try:
+                    obj = self.stat(obj.key)
+                except NotFound:
+                    continue
+            resolved.append(obj)
+        return resolved
+
+    def stat(self, key: str) -> ObjectInfo:
+        return _info_from_headers(key, self._head(key))
+
+    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+        if end <= start:
+            return b""
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        if etag:
+            # Swift answers If-Match with the ETag a HEAD shows: a plain object's
+            # MD5, an SLO's slo_etag, a DLO's computed ETag (checked on 2.38).
+            headers["If-Match"] = f'"{etag}"'
+
+        def get(conn: _Connection) -> bytes | None:
+            response: dict[str, Any] = {}
+            try:
+                _, body = conn.get_object(self.container, key, headers=headers,
+                                          response_dict=response)
+            except ClientException as exc:
+                if exc.http_status == 416:  # the range starts past the end
+                    return None
+                raise
+            if response.get("status") == 200:  # the Range was ignored: whole object
+                return body[start:end]
+            return body
+
+        data = self._call(get, key)
+        if data is None:
+            # Reads stay within the size seen at open: the object shrank since.
+            if etag:
+                raise ETagMismatch(
+                    f"{self.container}/{key}: object changed since it was opened (it shrank)"
+                )
+            return b""
+        return data
+
+    # Writes: used by `objmount etl load`, never by a mount.
+
+    def create_container(self) -> None:
+        self._call(lambda c: c.put_container(self.container), key=None)
+
+    def put_file(self, key: str, path: Path, segment_size: int) -> None:
+        size = path.stat().st_size
+        old_segments = self._slo_segments(key)
+        if size <= segment_size:
+            self._put_part(self.container, key, path, 0, size)
+        else:
+            self._put_slo(key, path, size, segment_size)
+        for segment in old_segments:
+            self._delete_segment(segment)
+
+    def delete(self, key: str) -> None:
+        # An SLO's segments go too; a DLO's segments are not its own. Not Swift's
+        # `multipart-manifest=delete`: on a plain object it answers 200 and deletes nothing.
+        segments = self._slo_segments(key)
+        with contextlib.suppress(NotFound):
+            self._call(lambda c: c.delete_object(self.container, key), key)
+        for segment in segments:
+            self._delete_segment(segment)
+
+    def _delete_segment(self, path: str) -> None:
+        """Delete a segment named `/container/key`; no error if it is missing."""
+        container, _, key = path.lstrip("/").partition("/")
+        with contextlib.suppress(NotFound):
+            self._call(lambda c: c.delete_object(container, key), key, what=path)
+
+    def _put_slo(self, key: str, path: Path, size: int, segment_size: int) -> None:
+        """Upload `path` as segments, SEGMENT_STREAMS at a time, then its SLO manifest.
+
+        On the first failure the remaining segments are cancelled and those
+        uploaded are deleted (best effort), as S3 aborts a multipart upload.
+        """
+        segments = self.container + SEGMENTS_SUFFIX
+        self._call(lambda c: c.put_container(segments), key=None)
+        # `swift upload`'s naming: a new upload never overwrites a live segment.
+        stem = f"{key}/slo/{path.stat().st_mtime:.6f}/{size}/{segment_size}"
+        offsets = range(0, size, segment_size)
+        uploaded: list[str] = []
+
+        def upload(index: int) -> dict[str, object]:
+            name = f"{stem}/{index:08d}"
+            length = min(segment_size, size - offsets[index])
+            etag = self._put_part(segments, name, path, offsets[index], length)
+            uploaded.append(f"/{segments}/{name}")
+            return {"path": f"/{segments}/{name}", "etag": etag, "size_bytes": length}
+
+        pool = ThreadPoolExecutor(min(SEGMENT_STREAMS, len(offsets)), "swift-segment")
+        try:
+            futures = [pool.submit(upload, index) for index in range(len(offsets))]
+            manifest = [future.result() for future in futures]
+            body = json.dumps(manifest)
+            self._call(
+                lambda c: c.put_object(self.container, key, body,
+                                       query_string="multipart-manifest=put"),
+                key,
+            )
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            for segment in uploaded:
+                with contextlib.suppress(BackendError):
+                    self._delete_segment(segment)
+            raise
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _put_part(self, container: str, key: str, path: Path, offset: int, length: int) -> str:
+        """PUT `length` bytes of `path` from `offset`; returns their MD5, checked by Swift."""
+
+        with path.open("rb") as f:  # a local error is an OSError, not the store's
+
+            def put(conn: _Connection) -> str:
+                f.seek(offset)  # again on the attempt with a new token
+                data = LengthWrapper(f, length, md5=True)
+                etag = conn.put_object(container, key, data, content_length=length)
+                if etag and etag.strip('"') != data.get_md5sum():
+                    raise BackendError(f"{container}/{key}: upload corrupted (MD5 differs)",
+                                       transient=True)
+                return data.get_md5sum()
+
+            return self._call(put, key, what=f"{container}/{key}")
+
+    def _slo_segments(self, key: str) -> list[str]:
+        """Paths of the segments of `key` if it is a Static Large Object, else []."""
+        try:
+            headers = self._head(key)
+        except NotFound:
+            return []
+        if headers.get("x-static-large-object", "").lower() != "true":
+            return []
+        _, body = self._call(
+            lambda c: c.get_object(self.container, key, query_string="multipart-manifest=get"),
+            key,
+        )
+        return [segment["name"] for segment in json.loads(body)]
+
+    def _head(self, key: str) -> dict[str, str]:
+        """Return the headers of a HEAD on `key` (lower-case names); raises NotFound."""
+        return self._call(lambda c: c.head_object(self.container, key), key)
+
+    # Requests, tokens and errors.
+
+    def _connection(self) -> _Connection:
+        """This thread's connection, made on first use (the catalog is read once)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._new_connection()
+        return conn
+
+    def _new_connection(self) -> _Connection:
+        a = self.auth
+        common: dict[str, Any] = {
+            "retries": 0,
+            "starting_backoff": 0,  # swiftclient sleeps this long before re-authenticating
+            "retry_on_ratelimit": False,
+            "timeout": (self.timeouts.connect_s, self.timeouts.read_s),
+            "preauthtoken": self._initial_token,
+        }
+        if a.method == TOKEN:
+            return _Connection(preauthurl=a.storage_url, **common)
+        if not a.uses_keystone:  # v1: swiftclient's own auth, which gives the storage URL
+            return _Connection(authurl=a.auth_url, user=a.params["user"], key=a.params["key"],
+                               auth_version="1", preauthurl=a.storage_url, **common)
+        return _Connection(session=self.session, preauthurl=self._endpoint(), **common)
+
+    def _endpoint(self) -> str:
+        """The object-store URL: storage_url if given, else the catalog's (read once)."""
+        with self._lock:
+            if self._storage_url is None:
+                self._storage_url = self._catalog_url()
+            return self._storage_url
+
+    def _catalog_url(self) -> str:
+        assert self.session is not None
+        a = self.auth
+        try:
+            url = self.session.get_endpoint(
+                service_type="object-store", interface=a.interface, region_name=a.region
+            )
+        except ksa.EndpointNotFound:
+            url = None
+        logsetup.register_secret(self.session.get_token())  # obtained on the way
+        if url:
+            return url
+        access = self.session.auth.get_access(self.session)
+        found = access.service_catalog.get_endpoints(service_type="object-store")
+        endpoints = found.get("object-store", [])
+        if not endpoints:
+            raise BackendError(
+                f"the service catalog of {a.who} at {a.auth_url} has no object-store "
+                "(Swift) endpoint: this cloud has no Swift for that project, or set storage_url"
+            )
+        interfaces: dict[str, set[str]] = {}
+        for endpoint in endpoints:
+            region = endpoint.get("region") or endpoint.get("region_id") or "no region"
+            interfaces.setdefault(region, set()).add(endpoint["interface"])
+        offered = "; ".join(f"{region} ({', '.join(sorted(kinds))})"
+                            for region, kinds in sorted(interfaces.items()))
+        where = f"region {a.region!r}" if a.region else "any region"
+        raise BackendError(
+            f"no {a.interface} object-store endpoint in {where} of the catalog at "
+            f"{a.auth_url}; it has: {offered} (set region, endpoint_type)"
+        )
+
+    def _forget_token(self, conn: _Connection) -> bool:
+        """Make `conn` get a new token on its next request; False if it cannot."""
+        if self.auth.method == TOKEN:
+            return False
+        self._initial_token = None  # a refused pre-issued token is not worth trying again
+        conn.token = None
+        conn.url = None
+        return True
+
+    def _call(
+        self, op: Callable[[_Connection], T], key: str | None, what: str | None = None
+    ) -> T:
+        """Run one request on this thread's connection, translating every error.
+
+        `key` is None for container requests. A 401 gets one more attempt with a
+        new token (see the module docstring).
+        """
+        if what is None:
+            what = f"{self.container}/{key}" if key is not None else self.describe()
+        renewed = False
+        while True:
+            conn: _Connection | None = None
+            try:
+                conn = self._connection()
+                result = op(conn)
+                self._authenticated = True
+                if self._storage_url is None:  # v1 auth: the URL comes with the token
+                    self._storage_url = conn.url
+                return result
+            except ClientException as exc:
+                if (exc.http_status == 401 and not renewed and conn is not None
+                        and self._forget_token(conn)):
+                    renewed = True
+                    continue
+                raise self._translate(exc, what, key) from None
+            except ksa.ClientException as exc:
+                raise self._translate_keystone(exc) from None
+            except requests.exceptions.RequestException as exc:
+                self._local.conn = None  # its HTTP connection may be half-used
+                if isinstance(exc, requests.exceptions.ConnectTimeout):
+                    raise Unreachable(f"cannot reach Swift at {self._where()}: no answer to "
+                                      f"connect within {self.timeouts.connect_s:g}s") from None
+                if isinstance(exc, requests.exceptions.ConnectionError) and _no_connection(exc):
+                    raise Unreachable(f"cannot reach Swift at {self._where()}: "
+                                      f"{_short_reason(exc)}") from None
+                raise BackendError(f"{what}: {_short_reason(exc)}", transient=True) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                self._local.conn = None
+                raise BackendError(f"{what}: {_short_reason(exc)}", transient=True) from None
+
+    def _where(self) -> str:
+        return self._storage_url or self.auth.storage_url or self.auth.auth_url
+
+    def _translate(self, exc: ClientException, what: str, key: str | None) -> BackendError:
+        status = exc.http_status
+        error: BackendError
+        if status == 404 and key is None:
+            error = ContainerNotFound(
+                f"container {self.container!r} does not exist at {self._where()}"
+            )
+        elif status == 404:
+            error = NotFound(f"{what}: no such object")
+        elif status == 412:
+            error = ETagMismatch(f"{what}: object changed since it was opened (ETag differs)")
+        elif status == 401 and str(exc.msg).startswith("Auth GET failed"):  # v1 auth
+            error = AuthFailed(f"{self.auth.auth_url} refused {self.auth.who}: check the "
+                               f"{self.auth.hint} of remote {self.remote_name!r}")
+        elif status == 401:
+            error = AuthFailed(self._refused_message())
+        elif status == 403:
+            error = AuthFailed(
+                f"access denied to {self.describe()} for {self.auth.who}: its project has "
+                "no role that allows this (Swift answered 403)"
+            )
+        elif status is None:
+            error = BackendError(f"{what}: {exc.msg}")
+        else:
+            transient = status >= 500 or status in _TRANSIENT_STATUSES
+            error = BackendError(f"{what}: HTTP {status} {exc.http_reason}".rstrip(),
+                                 transient=transient)
+        return error
+
+    def _refused_message(self) -> str:
+        a = self.auth
+        if a.method == TOKEN:
+            return (f"Swift refused the pre-issued auth_token of remote {self.remote_name!r} "
+                    "(expired or revoked): get a new one, or configure credentials")
+        return (f"Swift refused the token of {a.who} for {self.describe()} even after "
+                f"re-authenticating: check the {a.hint} of remote {self.remote_name!r}")
+
+    def _translate_keystone(self, exc: ksa.ClientException) -> BackendError:
+        """Errors of Keystone itself: authentication, catalog, connection."""
+        a = self.auth
+        remote = f"remote {self.remote_name!r}"
+        if isinstance(exc, ksa.ConnectTimeout):
+            return Unreachable(f"cannot reach Keystone at {a.auth_url}: no answer to connect "
+                               f"within {self.timeouts.connect_s:g}s")
+        if isinstance(exc, ksa.ConnectionError):
+            return Unreachable(f"cannot reach Keystone at {a.auth_url}: {_short_reason(exc)}")
+        if isinstance(exc, ksa.Unauthorized):
+            if self._authenticated:
+                return AuthFailed(f"Keystone at {a.auth_url} no longer accepts {a.who} (revoked, "
+                                  f"expired or changed?): check the {a.hint} of {remote}")
+            return AuthFailed(f"Keystone at {a.auth_url} refused {a.who}: check the {a.hint} "
+                              f"of {remote}")
+        if isinstance(exc, ksa.NotFound):
+            if a.method == APP_CREDENTIAL and self._authenticated:
+                return AuthFailed(f"Keystone at {a.auth_url} no longer knows {a.who}: it was "
+                                  f"deleted, revoked or has expired (remote {self.remote_name!r})")
+            if a.method == APP_CREDENTIAL:
+                return AuthFailed(
+                    f"Keystone at {a.auth_url} does not know {a.who} (deleted, revoked or "
+                    f"expired?) or the auth URL is wrong: check {remote}"
+                )
+            return AuthFailed(f"Keystone at {a.auth_url} answered 404 for {a.who}: is the "
+                              f"auth URL of {remote} right?")
+        if isinstance(exc, ksa.Forbidden):
+            return AuthFailed(f"Keystone at {a.auth_url} forbids {a.who} this project: check "
+                              f"the tenant / tenant_id of {remote}")
+        if isinstance(exc, ksa.HttpServerError):
+            return BackendError(f"Keystone at {a.auth_url} failed: HTTP {exc.http_status}",
+                                transient=True)
+        if isinstance(exc, ksa.HttpError):
+            return BackendError(f"Keystone at {a.auth_url} refused the request for {a.who}: "
+                                f"HTTP {exc.http_status} {exc.message}")
+        return BackendError(f"Keystone at {a.auth_url}: {_short_reason(exc)}")
+
+
+def _is_folder_object(entry: Mapping[str, Any]) -> bool:
+    """A zero-byte application/directory object without a trailing '/': a folder."""
+    content_type = str(entry.get("content_type", "")).split(";")[0].strip().lower()
+    name = entry["name"]
+    return content_type == DIRECTORY_TYPE and entry.get("bytes") == 0 and not name.endswith("/")
+
+
+def _info_from_listing(entry: Mapping[str, Any]) -> ObjectInfo:
+    etag = entry.get("slo_etag") or entry.get("hash", "")
+    return ObjectInfo(
+        key=entry["name"],
+        size=int(entry.get("bytes", 0)),
+        etag=etag.strip('"'),
+        mtime_ns=_listing_time_ns(entry.get("last_modified", "")),
+    )
+
+
+def _info_from_headers(key: str, headers: Mapping[str, str]) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=int(headers.get("content-length", 0)),
+        etag=headers.get("etag", "").strip('"'),
+        mtime_ns=_header_time_ns(headers),
+    )
+
+
+def _listing_time_ns(text: str) -> int:
+    """Listings give UTC without a zone, to the microsecond: 2026-11-23T17:46:28.211390."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return 0
+    return timegm(moment.timetuple()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def _header_time_ns(headers: Mapping[str, str]) -> int:
+    """X-Timestamp (the listing's time, exactly); else Last-Modified, rounded up to a second."""
+    try:
+        return int(Decimal(headers["x-timestamp"]) * 1_000_000_000)
+    except (KeyError, InvalidOperation):
+        pass
+    try:
+        return int(parsedate_to_datetime(headers["last-modified"]).timestamp()) * 1_000_000_000
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+def _no_connection(exc: Exception) -> bool:
+    """True if no connection was made (as opposed to one that broke mid-request)."""
+    return "Failed to establish a new connection" in str(exc) or "NameResolution" in str(exc)
+
+
+def _short_reason(exc: BaseException) -> str:
+    """The gist of a connection error, without the stack of wrappers requests adds."""
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known",
+                   "No route to host", "Network is unreachable", "Connection reset by peer",
+                   "Connection aborted", "Read timed out"):
+        if marker in text:
+            return marker.lower() if marker != "Connection refused" else "connection refused"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:200]

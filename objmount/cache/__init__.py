@@ -1,0 +1,9 @@
+"""The training-side cache: blocks on local disk, a hot tier in memory, read-ahead.
+
+blocks.py stores checksummed blocks in a diskcache directory (eviction policy,
+pins); memory.py holds the one global memory budget and the hot tier;
+prefetch.py reads ahead per open file through a fetch callable; readpath.py
+puts them together as the mount's CachedReadPath; warmup.py and tools.py are
+the `objmount warm` and `objmount cache ...` commands. Nothing here imports
+pyfuse3: the cache is tested without FUSE.
+"""

@@ -1,0 +1,199 @@
+"""The cache commands' work: stats, clear, verify, and the warm-up's progress bar.
+
+Plain blocking code (no trio): these run as commands, not inside a mount. Hit
+rates of running mounts come from the root xattr `user.objmount.stats` of every
+fuse.objmount mount in /proc/self/mountinfo, read in a thread with a deadline so
+a hung mount cannot hang `cache stats`.
+"""
+
+import contextlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import diskcache.core
+
+from objmount.cache.blocks import BlockStore
+from objmount.cache.warmup import WarmProgress
+
+STATS_XATTR = "user.objmount.stats"
+XATTR_TIMEOUT_S = 2.0
+
+
+def human_bytes(count: float) -> str:
+    """Return `count` bytes as e.g. '512 B', '1.5 MiB', '10.0 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def open_existing_store(cache_dir: Path) -> BlockStore | None:
+    """Open the store in `cache_dir` for inspection; None if there is no cache there."""
+    if not (cache_dir / diskcache.core.DBNAME).exists():
+        return None
+    return BlockStore(cache_dir, max_size_bytes=1 << 62)
+
+
+@dataclass(frozen=True)
+class MountStats:
+    mountpoint: str
+    stats: dict[str, int] | None  # None: the mount did not answer in time
+
+
+def objmount_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    """Return the mountpoints of every objmount mount (fstype fuse.objmount)."""
+    found = []
+    for line in mountinfo.read_text(encoding="utf-8").splitlines():
+        fields, _, rest = line.partition(" - ")
+        if rest.split(" ", 1)[0] == "fuse.objmount":
+            found.append(_unescape_octal(fields.split()[4]))
+    return found
+
+
+def _unescape_octal(field: str) -> str:
+    """Undo /proc's octal escapes (\\040 for a space...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_stats(mountpoint: str, timeout_s: float = XATTR_TIMEOUT_S) -> MountStats:
+    """Read one mount's ReadStats; gives up after `timeout_s` (the thread is left behind)."""
+    result: list[dict[str, int]] = []
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            result.append(json.loads(os.getxattr(mountpoint, STATS_XATTR)))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return MountStats(mountpoint, result[0] if result else None)
+
+
+def hit_rate(stats: dict[str, int]) -> str:
+    hits, misses = stats.get("cache_hits", 0), stats.get("cache_misses", 0)
+    if hits + misses == 0:
+        return "no block lookups yet"
+    return f"{100 * hits / (hits + misses):.1f}% hits ({hits} hits, {misses} misses)"
+
+
+def stats_report(cache_dir: Path) -> str:
+    """Return what `objmount cache stats` prints."""
+    lines = [f"cache directory: {cache_dir}"]
+    store = open_existing_store(cache_dir)
+    if store is None:
+        lines.append("  empty (no cache here yet)")
+    else:
+        try:
+            usage = store.usage()
+            lines.append(f"  {store.block_count()} blocks, {human_bytes(store.stored_bytes())}")
+            for entry in usage:
+                lines.append(f"  {entry.source}: {entry.blocks} blocks, "
+                             f"{human_bytes(entry.stored_bytes)}")
+        finally:
+            store.close()
+    mounts = [mount_stats(m) for m in objmount_mounts()]
+    if mounts:
+        lines.append("running mounts:")
+    for mount in mounts:
+        if mount.stats is None:
+            lines.append(f"  {mount.mountpoint}: did not answer")
+            continue
+        s = mount.stats
+        lines.append(f"  {mount.mountpoint}: {hit_rate(s)}, {s.get('gets', 0)} GETs "
+                     f"({human_bytes(s.get('bytes_fetched', 0))}), "
+                     f"{human_bytes(s.get('buffer_bytes', 0))} buffered")
+    return "\n".join(lines)
+
+
+def clear(cache_dir: Path, source: str | None) -> int:
+    """Remove every block (of `source` only, if given); return how many."""
+    store = open_existing_store(cache_dir)
+    if store is None:
+        return 0
+    try:
+        return store.clear(source)
+    finally:
+        store.close()
+
+
+def verify(cache_dir: Path, out: TextIO = sys.stderr) -> tuple[int, int]:
+    """Re-check every block; drop the corrupt ones; return (checked, dropped)."""
+    store = open_existing_store(cache_dir)
+    if store is None:
+        return 0, 0
+
+    def report(key: object, good: bool) -> None:
+        if not good:
+            print(f"corrupt, dropped: {key}", file=out)
+
+    try:
+        return store.verify(report)
+    finally:
+        store.close()
+
+
+class ProgressBar:
+    """One line on a terminal, redrawn at most 5 times a second; on a pipe, a line every 10 s."""
+
+    WIDTH = 24
+
+    def __init__(self, out: TextIO = sys.stderr) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self._last = 0.0
+
+    def update(self, p: WarmProgress, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < (0.2 if self.tty else 10.0):
+            return
+        self._last = now
+        line = self.render(p)
+        if self.tty:
+            self.out.write("\r" + line + ("\n" if final else ""))
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def render(self, p: WarmProgress) -> str:
+        done = p.bytes_done / p.bytes_total if p.bytes_total else 1.0
+        filled = int(self.WIDTH * done)
+        rate = p.bytes_fetched / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        left = p.bytes_total - p.bytes_done
+        eta = human_duration(left / rate) if rate > 0 else "--:--:--"
+        return (f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] "
+                f"{p.objects_done}/{p.objects_total} objects  "
+                f"{human_bytes(p.bytes_done)}/{human_bytes(p.bytes_total)}  "
+                f"{human_bytes(rate)}/s  ETA {eta}")
+
+
+def warm_summary(p: WarmProgress) -> str:
+    """Return the lines printed after a warm-up."""
+    rate = p.bytes_fetched / p.elapsed_s if p.elapsed_s > 0 else 0.0
+    lines = [
+        f"warmed {p.objects_total} objects ({human_bytes(p.bytes_total)}) in "
+        f"{p.elapsed_s:.1f}s: fetched {human_bytes(p.bytes_fetched)} with {p.gets} GETs "
+        f"({human_bytes(rate)}/s), {human_bytes(p.already_cached_bytes)} already cached",
+    ]
+    if p.skipped_objects:
+        lines.append(f"skipped {p.skipped_objects} objects ({human_bytes(p.skipped_bytes)}): "
+                     "beyond --max-size, they would evict what was just fetched")
+    if p.failed_blocks:
+        lines.append(f"{p.failed_blocks} blocks failed to download:")
+        lines.extend(f"  {error}" for error in p.errors)
+    if p.not_stored_blocks:
+        lines.append(f"{p.not_stored_blocks} blocks could not be written to the cache "
+                     "(disk full?)")
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""`objmount warm`: fill the block cache for a subtree with many parallel GETs.
+
+The blocks are the ones a mount with the same --block-size will look up (same
+source, key, ETag and range), written through the same BlockStore, so a warm-up
+may run while a mount of the same cache directory serves reads (SQLite arbitrates).
+
+Invariants:
+- never evicts what it fetched: the subtree is cut at `max_bytes` (by default
+  the cache's own size), in listing order, and blocks of the subtree already
+  cached are marked as just used before anything is fetched;
+- every blocking call runs through a Runner (GETs under --max-parallel, disk
+  under its own limiter), never on the trio thread;
+- a block that fails to download is counted and reported, not retried forever
+  (the runner's bounded retries apply).
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from objmount.backends.base import Backend, BackendError, ObjectInfo, list_all
+from objmount.backends.runner import Runner
+from objmount.cache.blocks import BlockKey, BlockStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WarmProgress:
+    """Counts of a warm-up, updated as it goes (read by the progress bar)."""
+
+    objects_total: int = 0
+    bytes_total: int = 0
+    objects_done: int = 0
+    bytes_done: int = 0
+    bytes_fetched: int = 0
+    gets: int = 0
+    already_cached_bytes: int = 0
+    skipped_objects: int = 0
+    skipped_bytes: int = 0
+    failed_blocks: int = 0
+    not_stored_blocks: int = 0
+    errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+def block_keys(source: str, obj: ObjectInfo, block_size: int) -> list[BlockKey]:
+    """Return the keys of every block of `obj`, as a mount with `block_size` names them."""
+    version = obj.etag or f"size={obj.size},mtime_ns={obj.mtime_ns}"
+    return [
+        BlockKey(source, obj.key, version, start, min(obj.size, start + block_size))
+        for start in range(0, obj.size, block_size)
+    ]
+
+
+def list_objects(backend: Backend, prefix: str) -> list[ObjectInfo]:
+    """Every object under `prefix` (directory markers and empty objects left out). Blocks."""
+    return [
+        obj
+        for page in list_all(backend, prefix, None)
+        for obj in page.objects
+        if obj.size > 0 and not obj.key.endswith("/")
+    ]
+
+
+async def warm(
+    backend: Backend,
+    store: BlockStore,
+    source: str,
+    prefix: str,
+    *,
+    block_size: int,
+    max_bytes: int,
+    runner: Runner,
+    disk_runner: Runner,
+    progress: WarmProgress | None = None,
+    on_progress: Callable[[WarmProgress], None] | None = None,
+) -> WarmProgress:
+    """Fetch every block under `prefix` not yet cached, up to `max_bytes` of subtree.
+
+    Returns the counts; raises BackendError only if the listing fails.
+    """
+    progress = progress or WarmProgress()
+    objects = await runner.call(list_objects, backend, prefix)
+    planned: list[tuple[ObjectInfo, list[BlockKey]]] = []
+    planned_bytes = 0
+    for obj in objects:
+        keys = block_keys(source, obj, block_size)
+        size = sum(key.stored_bytes() for key in keys)
+        if planned_bytes + size > max_bytes:
+            progress.skipped_objects += 1
+            progress.skipped_bytes += obj.size
+            continue
+        planned_bytes += size
+        planned.append((obj, keys))
+    progress.objects_total = len(planned)
+    progress.bytes_total = sum(obj.size for obj, _ in planned)
+    missing = await disk_runner.call_once(_missing_and_touch, store, planned)
+    progress.already_cached_bytes = progress.bytes_total - sum(k.length for _, k in missing)
+    progress.bytes_done = progress.already_cached_bytes
+    remaining: dict[str, int] = {}
+    for obj, _ in missing:
+        remaining[obj.key] = remaining.get(obj.key, 0) + 1
+    progress.objects_done = sum(1 for obj, _ in planned if obj.key not in remaining)
+    if on_progress:
+        on_progress(progress)
+
+    async def fetch(obj: ObjectInfo, key: BlockKey) -> None:
+        try:
+            data = await runner.call(backend.read, obj.key, key.start, key.end, obj.etag or None)
+            progress.gets += 1
+            progress.bytes_fetched += len(data)
+            if len(data) != key.length:
+                raise BackendError(f"{obj.key}: short read ({len(data)} of {key.length} bytes)")
+            if not await disk_runner.call_once(store.put, key, data):
+                progress.not_stored_blocks += 1
+        except BackendError as exc:
+            progress.failed_blocks += 1
+            if len(progress.errors) < 10:
+                progress.errors.append(str(exc))
+        progress.bytes_done += key.length
+        remaining[obj.key] -= 1
+        if remaining[obj.key] == 0:
+            progress.objects_done += 1
+        if on_progress:
+            on_progress(progress)
+
+    # A fixed pool of workers (one per GET thread) pulls blocks from one iterator:
+    # only that many blocks are in memory at once, however large the subtree.
+    todo = iter(missing)
+
+    async def worker() -> None:
+        for obj, key in todo:
+            await fetch(obj, key)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(max(1, int(runner.limiter.total_tokens))):
+            nursery.start_soon(worker)
+    return progress
+
+
+def _missing_and_touch(
+    store: BlockStore, planned: list[tuple[ObjectInfo, list[BlockKey]]]
+) -> list[tuple[ObjectInfo, BlockKey]]:
+    """Return the blocks not stored yet; mark the stored ones as just used (blocks)."""
+    missing = []
+    present = []
+    for obj, keys in planned:
+        for key in keys:
+            if store.contains(key):
+                present.append(key)
+            else:
+                missing.append((obj, key))
+    store.touch(present)
+    return missing

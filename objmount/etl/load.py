@@ -1,0 +1,281 @@
+"""Upload a directory tree into a container: in parallel, resumable, safe to rerun.
+
+Each regular file DIR/rel becomes the object PREFIX + rel. `checkers` threads
+hash the files (MD5) and compare them with one listing of the prefix;
+`transfers` threads upload what differs, a file above the segment size in
+parallel segments (Backend.put_file). A transient BackendError is retried
+`retries` times with doubling backoff; any other per-file error is recorded and
+the run goes on, but refused credentials, a missing container or an endpoint
+still unreachable after the retries stop it.
+
+When is an object unchanged, so that a rerun uploads nothing? Its listed size
+must be the file's, and either its ETag is the file's MD5 (true of every
+single-part upload to S3 or Swift) or the manifest records this key with this
+size, this MD5 and the ETag listed now. Segmented objects (S3 multipart, Swift
+SLO) have ETags made from their segments' checksums, so only the manifest can
+vouch for them: an entry binds one content to one ETag, and any rewrite of the
+object changes its ETag, so a stale entry never matches. After a run that
+changed anything, the manifest is rewritten with the ETags of a fresh listing
+(cheaper than a HEAD per upload); a run killed before then leaves its
+single-part uploads recognisable by ETag, and only its segmented files are
+uploaded again.
+
+With `clean`, objects under the prefix that are no local file (the manifest
+excepted) are deleted once the uploads are done.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+from objmount.backends.base import (
+    AuthFailed,
+    Backend,
+    BackendError,
+    ContainerNotFound,
+    ObjectInfo,
+    Unreachable,
+    list_all,
+)
+from objmount.errors import EtlError
+from objmount.etl.manifest import (
+    MANIFEST_NAME,
+    Entry,
+    manifest_key,
+    md5_file,
+    read_manifest,
+    write_manifest,
+)
+from objmount.etl.progress import Bar, progress_bar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MiB = 1 << 20
+
+# Errors that would fail every other file too: they stop the run.
+_FATAL = (AuthFailed, ContainerNotFound, Unreachable)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How `load` runs; transfers and checkers default to the tutorial's rclone flags."""
+
+    transfers: int = 32
+    checkers: int = 16
+    segment_size_bytes: int = 64 * MiB
+    clean: bool = False
+    retries: int = 3
+    first_backoff_s: float = 1.0
+
+
+@dataclass
+class LoadSummary:
+    """What a run did; `failed` maps each key that could not be uploaded or deleted to why."""
+
+    uploaded: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    uploaded_bytes: int = 0
+    seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Return the one-line summary printed at the end of a run."""
+        rate = self.uploaded_bytes / MiB / self.seconds if self.seconds else 0.0
+        return (f"uploaded {self.uploaded} ({self.uploaded_bytes / MiB:.1f} MiB), "
+                f"skipped {self.skipped}, deleted {self.deleted}, failed {len(self.failed)} "
+                f"in {self.seconds:.1f} s ({rate:.1f} MiB/s)")
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file to load and the object it becomes."""
+
+    key: str
+    path: Path
+    size: int
+
+
+def local_files(directory: Path, prefix: str) -> list[LocalFile]:
+    """Return every regular file under `directory` (symlinks followed) with its key.
+
+    Raises EtlError if `directory` is missing or a subdirectory cannot be read
+    (silently skipping it would let --clean delete its objects).
+    """
+    if not directory.is_dir():
+        raise EtlError(f"directory {directory} does not exist: nothing to load")
+
+    def unreadable(exc: OSError) -> None:
+        raise EtlError(f"cannot read {exc.filename}: {exc.strerror}")
+
+    files = []
+    for root, dirs, names in os.walk(directory, onerror=unreadable):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(root, name)
+            rel = path.relative_to(directory).as_posix()
+            if rel != MANIFEST_NAME and path.is_file():
+                files.append(LocalFile(prefix + rel, path, path.stat().st_size))
+    return files
+
+
+def unchanged(local: Entry, listed: ObjectInfo | None, recorded: Entry | None) -> bool:
+    """Return True if the listed object holds the local content (see the module docstring)."""
+    if listed is None or listed.size != local.size:
+        return False
+    return listed.etag == local.md5 or recorded == replace(local, etag=listed.etag)
+
+
+def load(directory: Path, backend: Backend, prefix: str, options: LoadOptions) -> LoadSummary:
+    """Make the container hold `directory`'s files under `prefix`, then update the manifest.
+
+    Blocks. Creates the container if missing. Per-file failures are in the
+    summary; raises EtlError for a missing directory and the backend's error
+    when the container cannot be used at all.
+    """
+    return _Loader(backend, prefix, options).run(directory)
+
+
+class _Loader:
+    """One run of `load`: where it loads, how, and what it did so far."""
+
+    def __init__(self, backend: Backend, prefix: str, options: LoadOptions) -> None:
+        self.backend = backend
+        self.prefix = prefix
+        self.options = options
+        self.summary = LoadSummary()
+
+    def run(self, directory: Path) -> LoadSummary:
+        started = time.monotonic()
+        files = local_files(directory, self.prefix)
+        local_keys = {f.key for f in files}
+        self._retry(self.backend.create_container)
+        listed = self._listing()
+        recorded = self._retry(lambda: read_manifest(self.backend, self.prefix))
+        with progress_bar("upload", len(files), sum(f.size for f in files)) as bar:
+            held = self._sync(files, listed, recorded, bar)
+            if self.options.clean:
+                self._clean([k for k in listed if k not in local_keys])
+        if self.summary.uploaded or self.summary.deleted:
+            listed = self._listing()
+        entries = self._entries(held, listed, recorded, local_keys)
+        if entries != recorded:
+            self._retry(lambda: write_manifest(self.backend, self.prefix, entries.values(),
+                                               self.options.segment_size_bytes))
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _sync(
+        self, files: list[LocalFile], listed: dict[str, ObjectInfo],
+        recorded: dict[str, Entry], bar: Bar,
+    ) -> list[Entry]:
+        """Hash every file and upload those not held already; return the entries (ETags
+        still empty) of the files the container now holds."""
+        held: list[Entry] = []
+        checks = ThreadPoolExecutor(self.options.checkers, "objmount-check")
+        puts = ThreadPoolExecutor(self.options.transfers, "objmount-put")
+        try:
+            hashing = {checks.submit(md5_file, f.path): f for f in files}
+            uploading: dict[Future[None], Entry] = {}
+            for future in as_completed(hashing):
+                file = hashing[future]
+                try:
+                    entry = Entry(file.key, file.size, future.result(), etag="")
+                except OSError as exc:
+                    self._fail(file.key, file.size, f"cannot read {file.path}: {exc}", bar)
+                    continue
+                if unchanged(entry, listed.get(file.key), recorded.get(file.key)):
+                    self.summary.skipped += 1
+                    bar.advance(file.size, files=1)
+                    held.append(entry)
+                else:
+                    uploading[puts.submit(self._upload, file)] = entry
+            for future in as_completed(uploading):
+                entry = uploading[future]
+                try:
+                    future.result()
+                except _FATAL:
+                    raise
+                except (BackendError, OSError) as exc:
+                    self._fail(entry.key, entry.size, str(exc), bar)
+                    continue
+                self.summary.uploaded += 1
+                self.summary.uploaded_bytes += entry.size
+                bar.advance(entry.size, files=1)
+                held.append(entry)
+        finally:
+            checks.shutdown(cancel_futures=True)
+            puts.shutdown(cancel_futures=True)
+        return held
+
+    def _upload(self, file: LocalFile) -> None:
+        self._retry(
+            lambda: self.backend.put_file(file.key, file.path, self.options.segment_size_bytes)
+        )
+
+    def _clean(self, keys: list[str]) -> None:
+        """Delete `keys` (never the manifest), `transfers` at a time."""
+        doomed = [key for key in keys if key != manifest_key(self.prefix)]
+        with ThreadPoolExecutor(self.options.transfers, "objmount-delete") as pool:
+            deleting = {
+                pool.submit(self._retry, lambda k=key: self.backend.delete(k)): key
+                for key in doomed
+            }
+            for future in as_completed(deleting):
+                try:
+                    future.result()
+                except _FATAL:
+                    raise
+                except BackendError as exc:
+                    self.summary.failed[deleting[future]] = f"delete: {exc}"
+                    continue
+                self.summary.deleted += 1
+
+    def _entries(
+        self, held: list[Entry], listed: dict[str, ObjectInfo], recorded: dict[str, Entry],
+        local_keys: set[str],
+    ) -> dict[str, Entry]:
+        """Return the new manifest: held files with their listed ETags, and the recorded
+        entries of other objects still listed unchanged (after a run without clean)."""
+        entries = {}
+        for entry in held:
+            info = listed.get(entry.key)
+            if info is not None and info.size == entry.size:
+                entries[entry.key] = replace(entry, etag=info.etag)
+        for key, entry in recorded.items():
+            info = listed.get(key)
+            if key not in local_keys and info is not None and info.etag == entry.etag:
+                entries[key] = entry
+        return entries
+
+    def _listing(self) -> dict[str, ObjectInfo]:
+        """Return every object under the prefix by key (one recursive listing, retried whole)."""
+        return self._retry(
+            lambda: {o.key: o for page in list_all(self.backend, self.prefix, None)
+                     for o in page.objects}
+        )
+
+    def _fail(self, key: str, size: int, why: str, bar: Bar) -> None:
+        self.summary.failed[key] = why
+        bar.advance(size, files=1)
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Call `fn`; retry a transient BackendError `retries` times, backoff doubling."""
+        backoff_s = self.options.first_backoff_s
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except BackendError as exc:
+                attempt += 1
+                if not exc.transient or attempt > self.options.retries:
+                    raise
+                log.warning("%s (attempt %d of %d, retrying in %.1fs)",
+                            exc, attempt, self.options.retries + 1, backoff_s)
+            time.sleep(backoff_s)
+            backoff_s *= 2

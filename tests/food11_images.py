@@ -1,0 +1,48 @@
+"""Food-11-shaped images that a tiny CNN can tell apart: each class has its own colour.
+
+tests/food11_archive.py makes images of pure noise (right for checking bytes);
+training needs a signal, so here every image is its class's colour plus noise,
+as a real JPEG. Paths follow the raw Food-11 archive (`{split}/{label}_{n}.jpg`);
+`tests.food11_archive.transformed` gives the layout objmount's ETL loads
+(`{split}/class_{label:02d}/{label}_{n}.jpg`), the one ImageFolder reads.
+"""
+
+import io
+import random
+
+from PIL import Image
+
+CLASSES = 11
+SPLITS = ("training", "validation", "evaluation")
+SIZE_PX = 32
+
+
+def class_colour(label: int) -> tuple[int, int, int]:
+    """An RGB colour per class, spread around the colour wheel so that no two are close."""
+    hue = label / CLASSES
+    image = Image.new("HSV", (1, 1), (int(hue * 255), 200, 220)).convert("RGB")
+    return image.getpixel((0, 0))
+
+
+def jpeg(label: int, seed: str, size_px: int = SIZE_PX) -> bytes:
+    """Return a `size_px` square JPEG of the class colour with per-pixel noise (about 1-2 KB)."""
+    rng = random.Random(seed)
+    colour = class_colour(label)
+    noise = rng.randbytes(size_px * size_px * 3)
+    # Noise of +-40 on each channel: the class stays visible, no two images share bytes.
+    pixels = bytes(
+        min(255, max(0, colour[i % 3] + noise[i] * 80 // 255 - 40)) for i in range(len(noise))
+    )
+    out = io.BytesIO()
+    Image.frombytes("RGB", (size_px, size_px), pixels).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def food11_images(per_split: dict[str, int]) -> dict[str, bytes]:
+    """Return `{split}/{label}_{n}.jpg` -> JPEG, `per_split[split]` images per class."""
+    return {
+        f"{split}/{label}_{n}.jpg": jpeg(label, f"{split}/{label}/{n}")
+        for split, count in per_split.items()
+        for label in range(CLASSES)
+        for n in range(count)
+    }

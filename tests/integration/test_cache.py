@@ -1,0 +1,239 @@
+"""The block cache through real mounts, on every backend: GETs are counted by the mount
+itself (the `gets` counter of the root xattr user.objmount.stats)."""
+
+import json
+import os
+import random
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import data
+from tests.integration.mounting import MountProcess, mounted, objmount
+from tests.integration.stores import TestStore, put_many
+
+pytestmark = pytest.mark.mount
+
+MiB = 1 << 20
+CONTAINER = "cache-data"
+# Small files as in an ImageFolder, and a shard of several blocks (at --block-size 1M).
+SMALL = {f"images/class_{i % 3}/img_{i:03d}.jpg": 20_000 + 9_000 * i for i in range(20)}
+SHARD = {"shards/shard-0.bin": 12 * MiB + 3}
+BLOCK_ARGS = ("--block-size", "1M")
+
+
+@pytest.fixture(scope="module")
+def cache_data(store: TestStore) -> dict[str, bytes]:
+    """Container `cache-data`: 20 small files and one 12 MiB shard."""
+    objects = {key: data(key, size) for key, size in (SMALL | SHARD).items()}
+    store.create_container(CONTAINER)
+    put_many(store, CONTAINER, objects)
+    return objects
+
+
+def stats(mount: MountProcess) -> dict[str, int]:
+    return json.loads(os.getxattr(mount.path, "user.objmount.stats"))
+
+
+def read_everything(mount: MountProcess, objects: dict[str, bytes]) -> None:
+    for key, content in objects.items():
+        assert (mount.path / key).read_bytes() == content, key
+
+
+def cached_block_bytes(cache_dir: Path) -> int:
+    return sum(path.stat().st_size for path in cache_dir.rglob("*.val"))
+
+
+def test_a_remount_with_the_same_cache_reads_with_zero_gets(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    args = ("--cache-dir", str(cache_dir), *BLOCK_ARGS)
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
+        read_everything(mount, cache_data)
+        first = stats(mount)
+    assert first["gets"] >= len(cache_data)
+    assert first["cache_misses"] > 0
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt2", config, *args) as mount:
+        read_everything(mount, cache_data)
+        second = stats(mount)
+    assert second["gets"] == 0
+    assert second["cache_hits"] > 0
+
+
+def test_small_files_cost_one_get_each(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    small = {key: cache_data[key] for key in SMALL}
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config) as mount:
+        read_everything(mount, small)
+        assert stats(mount)["gets"] == len(small)
+
+
+def test_eviction_keeps_the_cache_under_its_max_size(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    args = ("--cache-dir", str(cache_dir), "--cache-max-size", "3M", *BLOCK_ARGS)
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
+        read_everything(mount, cache_data)  # 13.5 MiB through a 3 MiB cache
+        read_everything(mount, {key: cache_data[key] for key in SHARD})
+        assert stats(mount)["blocks_stored"] > 3
+    assert 0 < cached_block_bytes(cache_dir) <= 3 * MiB
+
+
+def test_a_changed_object_reads_its_new_bytes(
+    store: TestStore, config: Path, tmp_path: Path
+) -> None:
+    store.create_container("cache-versions")
+    store.put("cache-versions", "model.bin", data("v1", 3 * MiB))
+    args = ("--cache-dir", str(tmp_path / "cache"), *BLOCK_ARGS)
+    with mounted("remote:cache-versions", tmp_path / "mnt", config, *args) as mount:
+        assert (mount.path / "model.bin").read_bytes() == data("v1", 3 * MiB)
+    store.put("cache-versions", "model.bin", data("v2", 3 * MiB))  # same size, new ETag
+    with mounted("remote:cache-versions", tmp_path / "mnt2", config, *args) as mount:
+        assert (mount.path / "model.bin").read_bytes() == data("v2", 3 * MiB)
+        assert stats(mount)["gets"] == 3
+
+
+def test_a_corrupt_block_file_is_refetched(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    args = ("--cache-dir", str(cache_dir), *BLOCK_ARGS)
+    shard = {key: cache_data[key] for key in SHARD}
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
+        read_everything(mount, shard)
+    block_files = sorted(cache_dir.rglob("*.val"))
+    assert len(block_files) == 13
+    for path in block_files[:4]:
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0x55
+        path.write_bytes(bytes(raw))
+    block_files[4].write_bytes(block_files[4].read_bytes()[:1000])  # truncated
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt2", config, *args) as mount:
+        read_everything(mount, shard)
+        after = stats(mount)
+    assert after["corrupt_blocks"] >= 5  # a block read twice at once may be found bad twice
+    assert after["gets"] == 5
+
+
+def test_concurrent_readers_are_byte_exact(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    shard_key, shard = next(iter({k: cache_data[k] for k in SHARD}.items()))
+    errors: list[str] = []
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *BLOCK_ARGS) as mount:
+
+        def sequential(_: int) -> None:
+            if (mount.path / shard_key).read_bytes() != shard:
+                errors.append("sequential read of the shard differs")
+
+        def random_preads(seed: int) -> None:
+            rng = random.Random(seed)
+            fd = os.open(mount.path / shard_key, os.O_RDONLY)
+            try:
+                for _ in range(50):
+                    offset = rng.randrange(len(shard))
+                    size = rng.choice([100, 4096, 65536, 1 << 20])
+                    if os.pread(fd, size, offset) != shard[offset : offset + size]:
+                        errors.append(f"pread({size}, {offset}) differs")
+            finally:
+                os.close(fd)
+
+        def small_files(seed: int) -> None:
+            keys = list(SMALL)
+            random.Random(seed).shuffle(keys)
+            for key in keys:
+                if (mount.path / key).read_bytes() != cache_data[key]:
+                    errors.append(f"{key} differs")
+
+        threads = [threading.Thread(target=fn, args=(i,))
+                   for i in range(4) for fn in (sequential, random_preads, small_files)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+
+
+def test_warm_fills_the_cache_then_the_mount_reads_with_no_gets(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    result = objmount("warm", f"remote:{CONTAINER}/images", "--config", str(config),
+                      "--cache-dir", str(cache_dir), *BLOCK_ARGS)
+    assert result.returncode == 0, result.stderr
+    assert f"warmed {len(SMALL)} objects" in result.stderr
+    images = {key: cache_data[key] for key in SMALL}
+    args = ("--cache-dir", str(cache_dir), *BLOCK_ARGS)
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
+        read_everything(mount, images)
+        assert stats(mount)["gets"] == 0
+        # Warming again while mounted fetches nothing new.
+        again = objmount("warm", f"remote:{CONTAINER}/images", "--config", str(config),
+                         "--cache-dir", str(cache_dir), *BLOCK_ARGS)
+        assert again.returncode == 0, again.stderr
+        assert "with 0 GETs" in again.stderr
+    stats_out = objmount("cache", "stats", "--cache-dir", str(cache_dir))
+    assert stats_out.returncode == 0, stats_out.stderr
+    assert f"{len(SMALL)} blocks" in stats_out.stdout
+
+
+def test_warm_stops_at_max_size(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    result = objmount("warm", f"remote:{CONTAINER}/images", "--config", str(config),
+                      "--cache-dir", str(tmp_path / "cache"), "--max-size", "1M")
+    assert result.returncode == 0, result.stderr
+    assert "beyond --max-size" in result.stderr
+    assert 0 < cached_block_bytes(tmp_path / "cache") <= MiB
+
+
+def test_cache_clear_and_verify(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    warmed = objmount("warm", f"remote:{CONTAINER}/images", "--config", str(config),
+                      "--cache-dir", str(cache_dir))
+    assert warmed.returncode == 0, warmed.stderr
+    victim = sorted(cache_dir.rglob("*.val"))[0]
+    victim.write_bytes(b"garbage")
+    verify = objmount("cache", "verify", "--cache-dir", str(cache_dir))
+    assert verify.returncode == 0, verify.stderr
+    assert f"checked {len(SMALL)} blocks" in verify.stderr
+    assert "1 corrupt" in verify.stderr
+    other = objmount("cache", "clear", "remote:some-other-container", "--config", str(config),
+                     "--cache-dir", str(cache_dir))
+    assert "removed 0 blocks" in other.stderr
+    cleared = objmount("cache", "clear", f"remote:{CONTAINER}", "--config", str(config),
+                       "--cache-dir", str(cache_dir))
+    assert f"removed {len(SMALL) - 1} blocks" in cleared.stderr
+    assert cached_block_bytes(cache_dir) == 0
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Path:
+    """A 600 KiB tmpfs: room for the cache's database and a few blocks, then ENOSPC."""
+    path = tmp_path / "tiny"
+    path.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(path)],
+                           capture_output=True, check=False)
+    if mount.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_cache_disk_falls_back_to_uncached_reads_with_one_warning(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path, tiny_filesystem: Path
+) -> None:
+    args = ("--cache-dir", str(tiny_filesystem / "cache"), *BLOCK_ARGS)
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
+        read_everything(mount, cache_data)
+        read_everything(mount, cache_data)
+        log = mount.log()
+    assert log.count("disk is full") == 1, log
+    assert " ERROR " not in log

@@ -1,0 +1,140 @@
+"""Unpacking refuses any archive member that would land outside the staging directory."""
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from objmount.errors import EtlError
+from objmount.etl.extract import archive_name, unpack
+
+
+def zip_of(archive: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None
+           ) -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o120777 << 16
+            zf.writestr(info, target)
+    return archive
+
+
+def tar_of(archive: Path, members: dict[str, bytes],
+           links: dict[str, tuple[bytes, str]] | None = None) -> Path:
+    with tarfile.open(archive, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, (kind, target) in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            tf.addfile(info)
+    return archive
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """A staging directory inside `outside`, and `outside` itself to watch."""
+    outside = tmp_path / "outside"
+    staging = outside / "staging"
+    staging.mkdir(parents=True)
+    return staging, outside
+
+
+def everything(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_a_safe_zip_unpacks_every_file(dirs: tuple[Path, Path]) -> None:
+    staging, outside = dirs
+    archive = zip_of(outside / "ok.zip", {"training/0_1.jpg": b"a", "evaluation/1_2.jpg": b"bb"})
+    assert unpack(archive, staging) == 2
+    assert (staging / "evaluation/1_2.jpg").read_bytes() == b"bb"
+
+
+def test_a_safe_tar_gz_unpacks_every_file_and_inside_links(dirs: tuple[Path, Path]) -> None:
+    staging, outside = dirs
+    archive = tar_of(outside / "ok.tar.gz", {"a/x.txt": b"x"},
+                     {"a/link": (tarfile.SYMTYPE, "x.txt")})
+    assert unpack(archive, staging) == 1
+    assert (staging / "a/link").read_bytes() == b"x"
+
+
+ZIP_ESCAPES = {
+    "dot-dot": ({"../escaped.txt": b"evil"}, {}),
+    "nested dot-dot": ({"ok.txt": b"fine", "a/../../escaped.txt": b"evil"}, {}),
+    "absolute": ({"/tmp/escaped.txt": b"evil"}, {}),
+    "symlink out": ({}, {"link": "../../escaped.txt"}),
+    "absolute symlink": ({}, {"link": "/etc/passwd"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ZIP_ESCAPES))
+def test_an_escaping_zip_is_refused_and_nothing_is_written(
+    dirs: tuple[Path, Path], case: str
+) -> None:
+    staging, outside = dirs
+    members, symlinks = ZIP_ESCAPES[case]
+    archive = zip_of(outside / "evil.zip", members, symlinks)
+    before = everything(outside)
+    with pytest.raises(EtlError, match=r"refused to unpack evil\.zip: member .* nothing was"):
+        unpack(archive, staging)
+    assert everything(outside) == before
+    assert not os.listdir(staging)
+
+
+TAR_ESCAPES = {
+    "dot-dot": ({"../escaped.txt": b"evil"}, {}),
+    "absolute": ({"/tmp/escaped.txt": b"evil"}, {}),
+    "symlink out": ({}, {"link": (tarfile.SYMTYPE, "../../escaped.txt")}),
+    "absolute symlink": ({}, {"link": (tarfile.SYMTYPE, "/etc/passwd")}),
+    "hardlink out": ({}, {"link": (tarfile.LNKTYPE, "../escaped.txt")}),
+    "device": ({}, {"dev": (tarfile.CHRTYPE, "")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAR_ESCAPES))
+def test_an_escaping_tar_is_refused_and_nothing_is_written(
+    dirs: tuple[Path, Path], case: str
+) -> None:
+    staging, outside = dirs
+    members, links = TAR_ESCAPES[case]
+    archive = tar_of(outside / "evil.tar.gz", {"first.txt": b"ok", **members}, links)
+    before = everything(outside)
+    with pytest.raises(EtlError, match=r"refused to unpack evil\.tar\.gz"):
+        unpack(archive, staging)
+    assert everything(outside) == before
+    assert not os.listdir(staging)
+
+
+def test_a_member_through_an_existing_symlink_out_is_refused(dirs: tuple[Path, Path]) -> None:
+    staging, outside = dirs
+    (outside / "elsewhere").mkdir()
+    (staging / "training").symlink_to(outside / "elsewhere")
+    archive = zip_of(outside / "evil.zip", {"training/0_1.jpg": b"evil"})
+    with pytest.raises(EtlError, match="outside"):
+        unpack(archive, staging)
+    assert not os.listdir(outside / "elsewhere")
+
+
+def test_a_file_that_is_no_archive_is_a_clear_error(dirs: tuple[Path, Path]) -> None:
+    staging, outside = dirs
+    (outside / "page.html").write_text("<html>Sign in</html>")
+    with pytest.raises(EtlError, match="neither a zip nor a tar"):
+        unpack(outside / "page.html", staging)
+
+
+@pytest.mark.parametrize(("url", "name"), [
+    ("https://host/shared/static/abc.zip", "abc.zip"),
+    ("https://host/data.tar.gz?token=1", "data.tar.gz"),
+    ("https://host/", "download"),
+    ("https://host/a/..", "download"),
+])
+def test_the_download_is_named_after_the_url_path(url: str, name: str) -> None:
+    assert archive_name(url) == name
