@@ -309,7 +309,7 @@ class BlockStore:
         if len(header) != _HEADER.size:
             raise _CorruptBlock("truncated header")
         magic, chunk, length = _HEADER.unpack(header)
-        if magic != _MAGIC or chunk <= 0 or length != key.length:
+        if magic != _MAGIC or chunk != CHUNK_BYTES or length != key.length:
             raise _CorruptBlock("bad header")
         count = max(1, -(-length // chunk))
         digests = file.read(DIGEST_BYTES * count)

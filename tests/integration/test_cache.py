@@ -112,15 +112,13 @@ def test_a_corrupt_block_file_is_refetched(
         raw = bytearray(path.read_bytes())
         raw[len(raw) // 2] ^= 0x55
         path.write_bytes(bytes(raw))
-    block_files[4].write_bytes(block_files[4].read_bytes()[:1000])  # truncated
+    truncated = block_files[4].read_bytes()
+    block_files[4].write_bytes(truncated[: len(truncated) // 2])  # (the last block is 3 bytes)
     with mounted(f"remote:{CONTAINER}", tmp_path / "mnt2", config, *args) as mount:
         read_everything(mount, shard)
         after = stats(mount)
-    # Every byte read was right (read_everything checks), and the five damaged
-    # blocks came from the store again. Once, under heavy load, only 4 of the 5
-    # were counted corrupt (the bytes were right): the count is a lower bound.
-    assert after["gets"] >= 5
-    assert after["corrupt_blocks"] >= 4
+    assert after["corrupt_blocks"] >= 5  # a block read twice at once may be found bad twice
+    assert after["gets"] == 5
 
 
 def test_concurrent_readers_are_byte_exact(
