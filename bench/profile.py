@@ -77,6 +77,22 @@ def summarize(collapsed: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+def start_py_spy(mount: Mount, stem: Path, args: argparse.Namespace) -> subprocess.Popen:
+    """Attach py-spy to the mount process; it writes collapsed stacks when interrupted."""
+    assert mount.proc is not None
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+         str(mount.proc.pid), "--rate", str(args.rate), "--nolineno", "--format", "raw",
+         # Only the thread holding the GIL: Python's CPU, not threads waiting
+         # on sockets or queues (py-spy counts some of those as busy).
+         *(["--gil"] if not args.all_threads else []),
+         "-o", str(stem.with_suffix(".collapsed"))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # py-spy attaches
+    return spy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile",
                                      description=__doc__.split("\n")[0])
@@ -85,7 +101,8 @@ def main() -> None:
     parser.add_argument("--rtt-ms", type=float, default=20.0)
     parser.add_argument("--profiler", choices=["py-spy", "pyinstrument"], default="py-spy")
     parser.add_argument("--mount-args", default="", help="extra `objmount mount` flags")
-    parser.add_argument("--passes", choices=["cold", "both"], default="cold")
+    parser.add_argument("--passes", choices=["cold", "both", "warm"], default="cold",
+                        help="which passes to profile; 'warm' runs the cold pass unprofiled")
     parser.add_argument("--boto3-gets", action="store_true",
                         help="disable objmount's lean GET path (A/B against boto3 get_object)")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
@@ -114,21 +131,12 @@ def main() -> None:
             mount.report_path = stem.with_suffix(".txt")
         cleanup.callback(mount.stop)
         mount.start()
-        spy = None
-        if args.profiler == "py-spy":
-            assert mount.proc is not None
-            spy = subprocess.Popen(
-                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                 str(mount.proc.pid), "--rate", str(args.rate), "--nolineno", "--format", "raw",
-                 # Only the thread holding the GIL: Python's CPU, not threads waiting
-                 # on sockets or queues (py-spy counts some of those as busy).
-                 *(["--gil"] if not args.all_threads else []),
-                 "-o", str(stem.with_suffix(".collapsed"))],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )
-            cleanup.callback(lambda: spy.poll() is None and spy.kill())
-            time.sleep(1)  # py-spy attaches
-        for pass_name in ("cold", "warm") if args.passes == "both" else ("cold",):
+        profiled = {"cold": ("cold",), "both": ("cold", "warm"), "warm": ("warm",)}[args.passes]
+        spy: subprocess.Popen | None = None
+        for pass_name in ("cold",) if args.passes == "cold" else ("cold", "warm"):
+            if spy is None and args.profiler == "py-spy" and pass_name in profiled:
+                spy = start_py_spy(mount, stem, args)
+                cleanup.callback(spy.kill)
             drop_caches()
             outcome = harness.run_pass(workload, mount.path, ctx, mount.stop, Limits())
             print(f"{workload.key} {pass_name}: {workload.figure(outcome):,.1f} {workload.unit} "

@@ -124,6 +124,7 @@ def mount_command(
     block_size: cache_cli.BlockSizeOpt = cache_cli.BLOCK_SIZE_DEFAULT,
     read_ahead: cache_cli.ReadAheadOpt = cache_cli.READ_AHEAD_DEFAULT,
     max_buffer_memory: cache_cli.MaxBufferMemoryOpt = cache_cli.MAX_BUFFER_MEMORY_DEFAULT,
+    dir_read_ahead: cache_cli.DirReadAheadOpt = cache_cli.DIR_READ_AHEAD_DEFAULT,
     verbose: VerboseOpt = 0,
     log_file: LogFileOpt = None,
 ) -> None:
@@ -154,7 +155,7 @@ def mount_command(
         ),
         cache=cache_cli.cache_options(
             cache_mode, cache_dir, cache_max_size, cache_mem, block_size, read_ahead,
-            max_buffer_memory,
+            max_buffer_memory, dir_read_ahead,
         ),
     )
     if daemon_mode:

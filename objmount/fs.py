@@ -24,7 +24,7 @@ import pyfuse3
 
 from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
-from objmount.readpath import ReadHandle, ReadPath
+from objmount.readpath import ReadBytes, ReadHandle, ReadPath
 from objmount.tree import ROOT_INODE, Namespace, Node
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 
     @_errno
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> ReadBytes:
         return await self._files[fh].read(off, size)
 
     @_errno

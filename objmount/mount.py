@@ -101,7 +101,7 @@ async def _serve(
         entry_timeout_s=options.entry_timeout_s,
         mount_time_ns=time.time_ns(),
     )
-    read_path = await _open_read_path(target, backend, runner, options)
+    read_path = await _open_read_path(target, backend, runner, options, namespace)
     operations = ReadOnlyOperations(namespace, read_path, attrs)
     pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
     clean = False
@@ -123,7 +123,7 @@ async def _serve(
 
 
 async def _open_read_path(
-    target: Target, backend: Backend, runner: Runner, options: MountOptions
+    target: Target, backend: Backend, runner: Runner, options: MountOptions, namespace: Namespace
 ) -> ReadPath:
     """Return the read path: the block cache unless it is off. Raises ConfigError."""
     if options.cache is None:
@@ -132,7 +132,8 @@ async def _open_read_path(
     log.info("block cache in %s: %d MiB blocks, up to %d MiB on disk, %d MiB in memory",
              cache.cache_dir, cache.block_size_bytes >> 20, cache.max_size_bytes >> 20,
              cache.max_buffer_memory_bytes >> 20)
-    return await open_cached_read_path(backend, runner, source_for(target), cache)
+    return await open_cached_read_path(backend, runner, source_for(target), cache,
+                                       namespace.files_in)
 
 
 async def _when_serving(

@@ -7,12 +7,16 @@ object had at open: bytes of two versions are never mixed.
 """
 
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import trio
 
 from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner
+
+# What a read returns: pyfuse3 replies from any contiguous buffer, so a slice of a
+# held block is handed over as a memoryview, without copying up to 1 MiB per read.
+ReadBytes: TypeAlias = bytes | memoryview
 
 
 @dataclass
@@ -26,7 +30,8 @@ class ReadStats:
     largest_read_bytes: int = 0
     # The block cache (objmount.cache): block lookups served from memory or local
     # disk, or needing a GET; blocks written to disk; corrupt blocks dropped; failed
-    # cache writes; bytes held in memory for reads (read-ahead + hot tier) now and at peak.
+    # cache writes; bytes held in memory for reads (read-ahead + hot tier) now and at peak;
+    # GETs of files fetched ahead by directory read-ahead (also counted in `gets`).
     cache_hits: int = 0
     cache_misses: int = 0
     memory_hits: int = 0
@@ -36,6 +41,7 @@ class ReadStats:
     cache_write_errors: int = 0
     buffer_bytes: int = 0
     buffer_peak_bytes: int = 0
+    dir_ahead_gets: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -49,7 +55,7 @@ class ReadStats:
 class ReadHandle(Protocol):
     """Reads of one open file."""
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> ReadBytes:
         """Return up to `size` bytes at `offset` (fewer only at end of object)."""
         ...
 

@@ -90,6 +90,14 @@ class Namespace:
         except KeyError:
             raise NotFound(f"inode {inode} is unknown") from None
 
+    def files_in(self, prefix: str) -> list[ObjectInfo]:
+        """Return the files of directory `prefix` as last listed (nothing if never listed)."""
+        inode = self._inode_of_key.get(prefix)
+        node = self._nodes.get(inode) if inode is not None else None
+        if node is None or node.children is None:
+            return []
+        return [child.obj for child in node.children.values() if child.obj is not None]
+
     async def lookup(self, parent: int, name: str) -> Node:
         """Return the child `name` of directory `parent`; raises NotFound."""
         children = await self.children(parent)

@@ -44,6 +44,7 @@ CACHE_MEM_DEFAULT = size_text(settings.DEFAULT_CACHE_MEM)
 BLOCK_SIZE_DEFAULT = size_text(settings.DEFAULT_BLOCK_SIZE)
 READ_AHEAD_DEFAULT = size_text(settings.DEFAULT_READ_AHEAD)
 MAX_BUFFER_MEMORY_DEFAULT = size_text(settings.DEFAULT_MAX_BUFFER_MEMORY)
+DIR_READ_AHEAD_DEFAULT = size_text(settings.DEFAULT_DIR_READ_AHEAD)
 
 
 cache_app = typer.Typer(
@@ -85,6 +86,12 @@ ReadAheadOpt = Annotated[
     typer.Option("--read-ahead", help="Largest read-ahead window of a sequentially read file "
                  "(it grows from 1M as reads stay sequential; 0 turns read-ahead off)."),
 ]
+DirReadAheadOpt = Annotated[
+    str,
+    typer.Option("--dir-read-ahead", help="Once two uncached files of one directory are "
+                 "opened, fetch its other small (one-block) files into the cache, up to this "
+                 "much ahead of the opens (ImageFolder-style reading; 0 turns it off)."),
+]
 MaxBufferMemoryOpt = Annotated[
     str,
     typer.Option("--max-buffer-memory", help="All memory for read-ahead and the hot tier "
@@ -107,6 +114,7 @@ def cache_options(
     block_size: str,
     read_ahead: str,
     max_buffer_memory: str,
+    dir_read_ahead: str = DIR_READ_AHEAD_DEFAULT,
 ) -> CacheOptions | None:
     """Return the mount's cache settings, or None for --cache-mode off. Raises ConfigError."""
     if mode not in ("full", "off"):
@@ -121,6 +129,7 @@ def cache_options(
         read_ahead_bytes=_size("--read-ahead", read_ahead),
         max_buffer_memory_bytes=_size("--max-buffer-memory", max_buffer_memory),
         cache_mem_bytes=_size("--cache-mem", cache_mem),
+        dir_read_ahead_bytes=_size("--dir-read-ahead", dir_read_ahead),
     )
     return None if mode == "off" else options
 

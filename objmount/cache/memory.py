@@ -86,6 +86,9 @@ class HotTier:
     def __len__(self) -> int:
         return len(self._blocks)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._blocks
+
     def get(self, key: Hashable) -> bytes | None:
         data = self._blocks.get(key)
         if data is not None:

@@ -26,6 +26,7 @@ from typing import Protocol
 import trio
 
 from objmount.cache.memory import MemoryBudget
+from objmount.readpath import ReadBytes
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class BlockSource(Protocol):
         """Return the whole block `index` (the same bytes to every concurrent caller)."""
         ...
 
-    async def read_block(self, index: int, start: int, end: int) -> bytes:
+    async def read_block(self, index: int, start: int, end: int) -> ReadBytes:
         """Return bytes [start, end) within block `index`, without holding the whole block."""
         ...
 
@@ -117,7 +118,7 @@ class Prefetcher:
         if 0 < self.size_bytes <= self.block_size:
             self._hold(0)
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> ReadBytes:
         """Return up to `size` bytes at `offset` (fewer only at the end of the object).
 
         Raises what the source raises, once a ranged retry also failed.
@@ -209,12 +210,14 @@ class Prefetcher:
         self.spawn(fill)
         return slot
 
-    async def _read_in_block(self, index: int, lo: int, hi: int) -> bytes:
+    async def _read_in_block(self, index: int, lo: int, hi: int) -> ReadBytes:
         slot = self._slots.get(index)
         if slot is not None:
             await slot.done.wait()
             if slot.data is not None:
-                return slot.data[lo:hi] if (lo, hi) != (0, len(slot.data)) else slot.data
+                if (lo, hi) == (0, len(slot.data)):
+                    return slot.data
+                return memoryview(slot.data)[lo:hi]
             # The read-ahead failed: drop it, and let a ranged read retry or raise.
             if self._slots.get(index) is slot:
                 self._release(lambda i: i == index)

@@ -18,7 +18,7 @@ Invariants:
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import trio
@@ -27,10 +27,11 @@ from objmount import log as logs
 from objmount.backends.base import Backend, BackendError, ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import BlockKey, BlockStore, open_store
+from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.memory import HotTier, MemoryBudget
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
-from objmount.readpath import ReadStats
+from objmount.readpath import ReadBytes, ReadStats
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,10 @@ class CachedReadPath:
         source: str,
         options: CacheOptions,
         disk_runner: Runner | None = None,
+        files_in: Callable[[str], Iterable[ObjectInfo]] | None = None,
     ) -> None:
+        """`files_in(prefix)` returns the listed files of a directory (for directory
+        read-ahead; without it, there is none)."""
         self.backend = backend
         self.runner = runner
         self.store = store
@@ -99,6 +103,13 @@ class CachedReadPath:
             max_window_bytes=options.read_ahead_bytes,
         )
         self.stats = CacheStats(self)
+        self.dir_ahead = DirectoryReadAhead(
+            self.fetch_ahead, files_in or (lambda prefix: ()), self.spawn,
+            small_bytes=options.block_size_bytes,
+            ahead_bytes=options.dir_read_ahead_bytes if files_in else 0,
+            # Half the GET threads: demand reads always have the other half.
+            parallel=runner.limiter.total_tokens // 2,
+        )
         self._flights: dict[BlockKey, _Flight] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -113,9 +124,23 @@ class CachedReadPath:
                 self._nursery = None
 
     async def open(self, obj: ObjectInfo) -> "CachedHandle":
+        self.dir_ahead.opened(obj)
         handle = CachedHandle(self, obj)
         handle.prefetcher.start_whole()  # a one-block object: its GET starts now
         return handle
+
+    async def fetch_ahead(self, obj: ObjectInfo) -> None:
+        """Bring a one-block object into the disk cache unless it is there or on its way."""
+        key = _ObjectBlocks(self, obj).key(0)
+        if key in self.hot or key in self._flights:
+            return
+        if self.store is not None and await self.disk_runner.call_once(self.store.contains, key):
+            return
+        flight = self._flights.get(key) or self._start_flight(
+            obj, key, check_disk=False, keep_hot=False, ahead=True)
+        await flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
 
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run `fn` in the background (in serve's nursery)."""
@@ -133,15 +158,17 @@ class CachedReadPath:
             return data
         flight = self._flights.get(key)
         if flight is None:
-            flight = self._start_flight(obj, key, check_disk=True, keep_hot=False)
+            flight = self._start_flight(obj, key, check_disk=True, keep_hot=False, ahead=False)
         return await flight.result()
 
-    async def read_range(self, obj: ObjectInfo, key: BlockKey, start: int, end: int) -> bytes:
+    async def read_range(
+        self, obj: ObjectInfo, key: BlockKey, start: int, end: int
+    ) -> ReadBytes:
         """Return bytes [start, end) of a block, reading only what is needed from disk."""
         data = self.hot.get(key)
         if data is not None:
             self._hit(memory=True)
-            return data[start:end]
+            return memoryview(data)[start:end]
         flight = self._flights.get(key)
         if flight is None and self.store is not None:
             with self.store.pinned(key):
@@ -151,8 +178,8 @@ class CachedReadPath:
                 return data
             flight = self._flights.get(key)  # another lookup may have started meanwhile
         if flight is None:
-            flight = self._start_flight(obj, key, check_disk=False, keep_hot=True)
-        return (await flight.result())[start:end]
+            flight = self._start_flight(obj, key, check_disk=False, keep_hot=True, ahead=False)
+        return memoryview(await flight.result())[start:end]
 
     def _hit(self, *, memory: bool) -> None:
         self.stats.cache_hits += 1
@@ -162,14 +189,16 @@ class CachedReadPath:
             self.stats.disk_hits += 1
 
     def _start_flight(
-        self, obj: ObjectInfo, key: BlockKey, *, check_disk: bool, keep_hot: bool
+        self, obj: ObjectInfo, key: BlockKey, *, check_disk: bool, keep_hot: bool, ahead: bool
     ) -> _Flight:
+        """Start looking up a block; `ahead`: for directory read-ahead, not for a reader."""
         flight = _Flight(trio.Event())
         self._flights[key] = flight
 
         async def run() -> None:
             try:
-                await self._fly(obj, key, flight, check_disk=check_disk, keep_hot=keep_hot)
+                await self._fly(obj, key, flight, check_disk=check_disk, keep_hot=keep_hot,
+                                ahead=ahead)
             finally:
                 if self._flights.get(key) is flight:
                     del self._flights[key]
@@ -179,7 +208,7 @@ class CachedReadPath:
 
     async def _fly(
         self, obj: ObjectInfo, key: BlockKey, flight: _Flight, *, check_disk: bool,
-        keep_hot: bool,
+        keep_hot: bool, ahead: bool,
     ) -> None:
         store = self.store
         data = None
@@ -191,7 +220,11 @@ class CachedReadPath:
                     self._hit(memory=False)
             fetched = data is None
             if fetched:
-                self.stats.cache_misses += 1
+                if ahead:
+                    self.stats.dir_ahead_gets += 1
+                else:
+                    self.stats.cache_misses += 1
+                    self.dir_ahead.missed(obj)
                 data = await self._get(obj, key)
             flight.data = data
         except Exception as exc:  # raised in every reader of the block
@@ -248,7 +281,7 @@ class _ObjectBlocks:
     async def fetch_block(self, index: int) -> bytes:
         return await self.path.fetch_block(self.obj, self.key(index))
 
-    async def read_block(self, index: int, start: int, end: int) -> bytes:
+    async def read_block(self, index: int, start: int, end: int) -> ReadBytes:
         return await self.path.read_range(self.obj, self.key(index), start, end)
 
 
@@ -263,7 +296,7 @@ class CachedHandle:
             on_consumed=self._consumed,
         )
 
-    async def read(self, offset: int, size: int) -> bytes:
+    async def read(self, offset: int, size: int) -> ReadBytes:
         self.path.stats.count_read(size)
         return await self.prefetcher.read(offset, size)
 
@@ -276,7 +309,8 @@ class CachedHandle:
 
 
 async def open_cached_read_path(
-    backend: Backend, runner: Runner, source: str, options: CacheOptions
+    backend: Backend, runner: Runner, source: str, options: CacheOptions,
+    files_in: Callable[[str], Iterable[ObjectInfo]] | None = None,
 ) -> CachedReadPath:
     """Open the block store (in a worker thread) and build the read path over it.
 
@@ -285,4 +319,4 @@ async def open_cached_read_path(
     """
     disk_runner = Runner(DISK_THREADS, retries=0)
     store = await disk_runner.call_once(open_store, options.cache_dir, options.max_size_bytes)
-    return CachedReadPath(backend, runner, store, source, options, disk_runner)
+    return CachedReadPath(backend, runner, store, source, options, disk_runner, files_in)

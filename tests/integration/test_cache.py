@@ -13,6 +13,7 @@ import pytest
 from tests.integration.conftest import data
 from tests.integration.mounting import MountProcess, mounted, objmount
 from tests.integration.stores import TestStore, put_many
+from tests.servers.net import wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -70,6 +71,37 @@ def test_small_files_cost_one_get_each(
     with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config) as mount:
         read_everything(mount, small)
         assert stats(mount)["gets"] == len(small)
+
+
+def test_reading_a_directory_file_by_file_fetches_its_other_files_ahead(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    """Two cold opens in one directory start its read-ahead: the other files are then
+    fetched in the background, each file still costs one GET, and later opens hit."""
+    keys = sorted(key for key in SMALL if key.startswith("images/class_0/"))
+    random.Random(3).shuffle(keys)
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config) as mount:
+        for key in keys[:2]:
+            assert (mount.path / key).read_bytes() == cache_data[key]
+        wait_until(lambda: stats(mount)["dir_ahead_gets"] == len(keys) - 2, 30,
+                   "directory read-ahead")
+        for key in keys[2:]:
+            assert (mount.path / key).read_bytes() == cache_data[key]
+        counts = stats(mount)
+    assert counts["gets"] == len(keys)
+    assert counts["cache_misses"] == 2
+
+
+def test_directory_read_ahead_zero_fetches_only_what_is_opened(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    small = {key: cache_data[key] for key in SMALL}
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config,
+                 "--dir-read-ahead", "0") as mount:
+        read_everything(mount, small)
+        counts = stats(mount)
+    assert counts["dir_ahead_gets"] == 0
+    assert counts["cache_misses"] == counts["gets"] == len(small)
 
 
 def test_eviction_keeps_the_cache_under_its_max_size(

@@ -138,7 +138,7 @@ async def test_concurrent_readers_of_one_block_share_one_get(tmp_path: Path) -> 
 
         async def reader(offset: int) -> None:
             handle = await path.open(info)
-            results.append(await handle.read(offset, 4096))
+            results.append(bytes(await handle.read(offset, 4096)))
             await handle.close()
 
         async with trio.open_nursery() as nursery:

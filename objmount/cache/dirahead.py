@@ -1,0 +1,178 @@
+"""Directory read-ahead: fetch the small files of a directory whose files are being read.
+
+ImageFolder-style training opens every small file of a few directories once per
+epoch, in random order. Read-ahead within a file cannot help (a small file is one
+block, fetched at open), so each cold file costs a round trip to the store. Once
+MISSES_TO_START files of one directory have been opened and not found in the
+cache, DirectoryReadAhead fetches that directory's other small files into the
+cache in the background, in listing order, so that later opens find them there.
+
+Invariants:
+- bounded per directory: at most `ahead_bytes` of files fetched ahead and not
+  yet opened; the reader's opens make room for more. A directory of a million
+  files opened twice costs `ahead_bytes`, not the directory;
+- bounded in all: at most `parallel` fetches in flight for all directories
+  together (the read path gives it half of --max-parallel: demand reads keep the
+  rest), shared round-robin between directories;
+- a file opened since the directory started is never fetched ahead, and only
+  one-block files are (larger files have their own sequential read-ahead);
+- a fetch that fails is forgotten (the reader's own open retries it, and reports
+  the error);
+- FUSE-free and store-free: it is given a fetch callable and a directory's
+  listing, so it is tested with fakes. Used on the trio thread only.
+"""
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from objmount.backends.base import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+# Two cold opens in one directory: one could be a user looking at one file; two
+# distinct ones are the start of a scan (the same test as sequential read-ahead's
+# "two sequential reads in a row").
+MISSES_TO_START = 2
+
+Spawn = Callable[[Callable[[], Awaitable[None]]], None]
+
+
+def directory_of(key: str) -> str:
+    """Return the directory prefix of an object key ('' for a key at the top)."""
+    return key[: key.rfind("/") + 1]
+
+
+@dataclass(eq=False)
+class _Directory:
+    """The read-ahead state of one directory."""
+
+    prefix: str
+    misses: int = 0
+    active: bool = False
+    queue: deque[ObjectInfo] = field(default_factory=deque)
+    opened: set[str] = field(default_factory=set)  # since the directory started
+    ahead: dict[str, int] = field(default_factory=dict)  # fetched ahead, not opened: bytes
+    ahead_bytes: int = 0
+
+
+class DirectoryReadAhead:
+    """Fetch ahead the small files of directories being read file by file."""
+
+    def __init__(
+        self,
+        fetch: Callable[[ObjectInfo], Awaitable[None]],
+        files_in: Callable[[str], Iterable[ObjectInfo]],
+        spawn: Spawn,
+        *,
+        small_bytes: int,
+        ahead_bytes: int,
+        parallel: int,
+    ) -> None:
+        self.fetch = fetch
+        self.files_in = files_in
+        self.spawn = spawn
+        self.small_bytes = small_bytes
+        self.ahead_bytes = ahead_bytes
+        self.parallel = max(1, parallel)
+        self.in_flight = 0
+        self.fetches_started = 0
+        self._dirs: dict[str, _Directory] = {}
+        self._turns: deque[_Directory] = deque()  # active directories, round-robin
+
+    @property
+    def enabled(self) -> bool:
+        return self.ahead_bytes > 0
+
+    def opened(self, obj: ObjectInfo) -> None:
+        """Note that the reader opened `obj`: it is not fetched ahead, and frees room."""
+        if not self.enabled:
+            return
+        directory = self._dirs.get(directory_of(obj.key))
+        if directory is None or not directory.active:
+            return
+        directory.opened.add(obj.key)
+        nbytes = directory.ahead.pop(obj.key, None)
+        if nbytes is not None:
+            directory.ahead_bytes -= nbytes
+            self._pump()
+
+    def missed(self, obj: ObjectInfo) -> None:
+        """Note that opening `obj` needed a GET; the MISSES_TO_START-th starts its directory."""
+        if not self.enabled or not 0 < obj.size <= self.small_bytes:
+            return
+        prefix = directory_of(obj.key)
+        directory = self._dirs.setdefault(prefix, _Directory(prefix))
+        if directory.active:
+            return
+        directory.misses += 1
+        directory.opened.add(obj.key)
+        if directory.misses >= MISSES_TO_START:
+            self._start(directory)
+
+    def _start(self, directory: _Directory) -> None:
+        directory.active = True
+        directory.misses = 0
+        directory.queue = deque(
+            obj for obj in self.files_in(directory.prefix)
+            if 0 < obj.size <= self.small_bytes and obj.key not in directory.opened
+        )
+        log.debug("directory read-ahead of %r: %d files", directory.prefix,
+                  len(directory.queue))
+        self._turns.append(directory)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start fetches, round-robin over active directories, while there is room."""
+        blocked = 0  # directories in a row with no room: stop when all are
+        while self.in_flight < self.parallel and self._turns and blocked < len(self._turns):
+            directory = self._turns[0]
+            self._turns.rotate(-1)
+            obj = self._next(directory)
+            if obj is None:
+                if directory.queue:
+                    blocked += 1
+                else:
+                    self._finish(directory)
+                continue
+            blocked = 0
+            self._launch(directory, obj)
+
+    def _next(self, directory: _Directory) -> ObjectInfo | None:
+        """Return the next file to fetch ahead in `directory`, or None (empty or no room)."""
+        if directory.ahead_bytes >= self.ahead_bytes:
+            return None
+        while directory.queue:
+            obj = directory.queue.popleft()
+            if obj.key not in directory.opened and obj.key not in directory.ahead:
+                return obj
+        return None
+
+    def _finish(self, directory: _Directory) -> None:
+        """Everything listed is fetched or opened: the next misses start it afresh."""
+        self._turns.remove(directory)
+        directory.active = False
+        directory.opened = set()
+        directory.ahead = {}
+        directory.ahead_bytes = 0
+
+    def _launch(self, directory: _Directory, obj: ObjectInfo) -> None:
+        directory.ahead[obj.key] = obj.size
+        directory.ahead_bytes += obj.size
+        self.in_flight += 1
+        self.fetches_started += 1
+
+        async def fetch_one() -> None:
+            try:
+                await self.fetch(obj)
+            except Exception as exc:  # the reader's own open will retry and report it
+                log.debug("directory read-ahead of %r failed: %s", obj.key, exc)
+                nbytes = directory.ahead.pop(obj.key, None)
+                if nbytes is not None:
+                    directory.ahead_bytes -= nbytes
+            finally:
+                self.in_flight -= 1
+                self._pump()
+
+        self.spawn(fetch_one)
