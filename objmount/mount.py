@@ -25,6 +25,7 @@ from objmount.cache.readpath import open_cached_read_path
 from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
 from objmount.fs import AttrSettings, ReadOnlyOperations
+from objmount.heap import release_large_buffers
 from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
 from objmount.readpath import DirectReadPath, ReadPath
 from objmount.tree import Namespace
@@ -79,6 +80,7 @@ def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> 
     mountpoint = check_mountpoint(options.mountpoint)
     if options.allow_other:
         check_allow_other(os.geteuid())
+    release_large_buffers()
     trio.run(_serve, target, options, mountpoint, on_ready)
 
 
@@ -109,6 +111,7 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on_signal)
             await nursery.start(read_path.serve)
+            await nursery.start(namespace.serve)
             nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
             await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
             nursery.cancel_scope.cancel()

@@ -5,9 +5,11 @@ fetch a whole block, read a range of one). It never talks to the network or the
 disk itself, so it is tested with a fake source.
 
 - Sequential reads (each starting near where the last ended; two in a row) open
-  a window that doubles per read, from INITIAL_WINDOW_BYTES up to `max_window_bytes`
+  a window that doubles per read, from one block up to `max_window_bytes`
   (--read-ahead); every block overlapping [read end, read end + window) is
-  fetched whole, in parallel, and held until the reader has passed it.
+  fetched whole, in parallel, and held until the reader has passed it. The
+  first window is one block because a block is fetched whole anyway: smaller
+  first windows only delayed the second GET by a read or two.
 - A read elsewhere closes the window and drops what was held: random reads
   fetch only the blocks they touch and trigger no read-ahead.
 - A small object (one block) is fetched whole when the file is opened, so its
@@ -31,10 +33,6 @@ from objmount.readpath import ReadBytes
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
-# The first window: one kernel read (FUSE sends at most 1 MiB). Small enough that a
-# reader that only looked at a header costs little, and it doubles on every
-# sequential read, so 64 MiB is reached after 7 reads.
-INITIAL_WINDOW_BYTES = 1 * MiB
 # How far from the previous read's end a read may start and still count as
 # sequential: the kernel's readahead sends 1 MiB reads that several pyfuse3 tasks
 # serve at once, so they may arrive slightly out of order.
@@ -61,7 +59,6 @@ Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 class PrefetchSettings:
     block_size_bytes: int
     max_window_bytes: int
-    initial_window_bytes: int = INITIAL_WINDOW_BYTES
 
 
 @dataclass(eq=False)
@@ -94,7 +91,7 @@ class Prefetcher:
         self.spawn = spawn
         self.block_size = settings.block_size_bytes
         self.max_window_bytes = settings.max_window_bytes
-        self.initial_window_bytes = min(settings.initial_window_bytes, settings.max_window_bytes)
+        self.initial_window_bytes = min(settings.block_size_bytes, settings.max_window_bytes)
         self.window_bytes = 0
         self.blocks_requested = 0
         self._on_consumed = on_consumed
