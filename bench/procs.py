@@ -43,6 +43,16 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
             continue
 
 
+def exit_on_signals() -> None:
+    """Make SIGTERM and SIGHUP raise SystemExit, so with-blocks stop what they started."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+
+
 def wait_until(ready: Callable[[], bool], timeout_s: float, what: str,
                alive: Callable[[], bool] = lambda: True) -> None:
     """Poll `ready` every 50 ms; raise RuntimeError if `alive` turns False or time runs out."""

@@ -197,13 +197,14 @@ README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 
 
-def update_readme(readme: Path, text: str) -> bool:
-    """Replace the results section of bench/README.md between its markers; False if absent."""
+def update_readme(readme: Path, text: str,
+                  markers: tuple[str, str] = (README_START, README_END)) -> bool:
+    """Replace a results section of bench/README.md between its markers; False if absent."""
     if not readme.exists():
         return False
     old = readme.read_text()
-    start, end = old.find(README_START), old.find(README_END)
+    start, end = old.find(markers[0]), old.find(markers[1])
     if start < 0 or end < start:
         return False
-    readme.write_text(old[:start + len(README_START)] + "\n" + text + "\n" + old[end:])
+    readme.write_text(old[:start + len(markers[0])] + "\n" + text + "\n" + old[end:])
     return True

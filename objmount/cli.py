@@ -146,6 +146,7 @@ def mount_command(
         entry_timeout_s=parse_duration_s(entry_timeout),
         dir_cache_time_s=parse_duration_s(dir_cache_time),
         fast_list=fast_list,
+        config_path=_config_path(config),
         max_parallel=max_parallel,
         retries=retries,
         timeouts=Timeouts(
@@ -210,6 +211,12 @@ def remotes_command(config: ConfigOpt = None) -> None:
 def version_command() -> None:
     """Print objmount's version."""
     typer.echo(__version__)
+
+
+def _config_path(config: Path | None) -> Path | None:
+    """Return the rclone.conf the remotes are read from, absolute; None if there is none."""
+    path = config or default_config_path(os.environ)
+    return path.absolute() if path.is_file() else None
 
 
 def _mount_argv() -> list[str]:

@@ -33,6 +33,14 @@ assert ROOT_INODE == pyfuse3.ROOT_INODE
 
 ETAG_XATTR = b"user.objmount.etag"
 STATS_XATTR = b"user.objmount.stats"
+# At the root: where this mount caches, as JSON (for `objmount warm PATH`).
+MOUNT_XATTR = b"user.objmount.mount"
+# The only xattr namespace served. For the others (security.selinux and
+# system.posix_acl_access, which `ls -l` asks of every entry) getxattr answers
+# ENOTSUP, not ENODATA: ls and libselinux then stop asking for the whole mount
+# (coreutils caches "unsupported" per st_dev), which saves two FUSE requests per
+# entry. Never ENOSYS: the kernel would then refuse every getxattr, ours too.
+SERVED_XATTR_PREFIX = b"user."
 # Programs size their buffers from st_blksize (Python's io, cp): invite large reads.
 BLKSIZE = 1 << 20
 
@@ -93,11 +101,16 @@ class ReadOnlyOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, namespace: Namespace, read_path: ReadPath, attrs: AttrSettings) -> None:
+    def __init__(
+        self, namespace: Namespace, read_path: ReadPath, attrs: AttrSettings,
+        description: bytes | None = None,
+    ) -> None:
+        """`description`: the root's MOUNT_XATTR (None: not served)."""
         super().__init__()
         self.namespace = namespace
         self.read_path = read_path
         self.attrs = attrs
+        self.description = description
         self._next_fh = 1
         self._files: dict[int, ReadHandle] = {}
         self._dirs: dict[int, list[Node]] = {}
@@ -200,11 +213,15 @@ class ReadOnlyOperations(pyfuse3.Operations):
 
     @_errno
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if not name.startswith(SERVED_XATTR_PREFIX):
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
         node = self.namespace.get(inode)
         if name == ETAG_XATTR and node.obj is not None:
             return node.obj.etag.encode()
         if name == STATS_XATTR and inode == ROOT_INODE:
             return json.dumps(self.read_path.stats.as_dict()).encode()
+        if name == MOUNT_XATTR and inode == ROOT_INODE and self.description is not None:
+            return self.description
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
 
     @_errno
@@ -212,7 +229,9 @@ class ReadOnlyOperations(pyfuse3.Operations):
         node = self.namespace.get(inode)
         if node.obj is not None:
             return [ETAG_XATTR]
-        return [STATS_XATTR] if inode == ROOT_INODE else []
+        if inode != ROOT_INODE:
+            return []
+        return [STATS_XATTR] + ([MOUNT_XATTR] if self.description is not None else [])
 
     def _new_fh(self) -> int:
         fh = self._next_fh

@@ -59,10 +59,11 @@ def setup(verbosity: int, log_file: Path | None = None) -> None:
         logging.getLogger(name).setLevel(sdk_level)
 
 
-def once(logger: logging.Logger, level: int, key: str, message: str, *args: object) -> None:
+def once(logger: logging.Logger, level: int, key: str, message: str, *args: object,
+         exc_info: bool = False) -> None:
     """Log `message` the first time `key` is seen in this process, and never again."""
     with _once_lock:
         if key in _logged_once:
             return
         _logged_once.add(key)
-    logger.log(level, message, *args)
+    logger.log(level, message, *args, exc_info=exc_info)

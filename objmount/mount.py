@@ -7,6 +7,7 @@ external unmount, or a bug), the mountpoint is left unmounted, never "transport
 endpoint is not connected".
 """
 
+import json
 import logging
 import os
 import signal
@@ -50,6 +51,8 @@ class MountOptions:
     entry_timeout_s: float = 60.0
     dir_cache_time_s: float = 300.0
     fast_list: bool = False
+    # The rclone.conf remotes were read from (None: none, or from the environment only).
+    config_path: Path | None = None
     max_parallel: int = 16
     retries: int = 3
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -104,7 +107,7 @@ async def _serve(
         mount_time_ns=time.time_ns(),
     )
     read_path = await _open_read_path(target, backend, runner, options, namespace)
-    operations = ReadOnlyOperations(namespace, read_path, attrs)
+    operations = ReadOnlyOperations(namespace, read_path, attrs, _description(target, options))
     pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
     clean = False
     try:
@@ -137,6 +140,20 @@ async def _open_read_path(
              cache.max_buffer_memory_bytes >> 20)
     return await open_cached_read_path(backend, runner, source_for(target), cache,
                                        namespace.files_in)
+
+
+def _description(target: Target, options: MountOptions) -> bytes | None:
+    """The root's user.objmount.mount: what `objmount warm PATH` needs (no secrets)."""
+    cache = options.cache
+    if cache is None:
+        return None
+    return json.dumps({
+        "target": str(target),
+        "config": str(options.config_path) if options.config_path else None,
+        "cache_dir": str(cache.cache_dir),
+        "block_size": cache.block_size_bytes,
+        "cache_max_size": cache.max_size_bytes,
+    }).encode()
 
 
 async def _when_serving(

@@ -9,10 +9,10 @@ An object is its key plus its ETag: a read names the ETag it expects, and the
 backend fails with ETagMismatch rather than return bytes of another version.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from objmount.errors import ObjmountError
 
@@ -74,6 +74,16 @@ class ETagMismatch(BackendError):
     """The object changed since it was opened: its ETag is not the one expected."""
 
 
+T = TypeVar("T")
+# How put_file runs each of its requests: a caller's retry policy, or once.
+Retry = Callable[[Callable[[], T]], T]
+
+
+def call_once(request: Callable[[], T]) -> T:
+    """Run `request` once: the retry policy of a caller that retries nothing."""
+    return request()
+
+
 # Segments of one file that `put_file` uploads at once: rclone's --multi-thread-streams
 # default, which the Food-11 tutorial also passes.
 SEGMENT_STREAMS = 4
@@ -110,9 +120,16 @@ class Backend(Protocol):
         """Create the container; no error if it already exists."""
         ...
 
-    def put_file(self, key: str, path: Path, segment_size: int) -> None:
+    def put_file(self, key: str, path: Path, segment_size: int, *, md5: str | None = None,
+                 absent: bool = False, retry: Retry = call_once) -> None:
         """Upload a local file as `key`; above `segment_size` bytes, in parallel segments
-        (S3 multipart upload, Swift Static Large Object) of that size."""
+        (S3 multipart upload, Swift Static Large Object) of that size.
+
+        `md5`: the file's hex MD5 if the caller has it (S3 sends it for the server
+        to check). `absent`: the caller listed no `key` (Swift then skips the HEAD
+        that finds an old object's segments). Each request runs through `retry`,
+        so a failed segment is sent again, not the whole file.
+        """
         ...
 
     def delete(self, key: str) -> None:

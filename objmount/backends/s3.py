@@ -11,14 +11,16 @@ at a time, each part streamed from the file (memory stays at a few buffers per
 part); a failed upload is aborted so its parts are not billed.
 """
 
+import base64
 import contextlib
+import hashlib
 import io
 import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -35,9 +37,13 @@ from objmount.backends.base import (
     ListPage,
     NotFound,
     ObjectInfo,
+    Retry,
     Unreachable,
+    call_once,
 )
 from objmount.backends.s3_get import LeanGetUnsupported, S3Getter, lean_get_supported
+from objmount.backends.s3_list import parse_list_page
+from objmount.backends.s3_put import S3Putter
 from objmount.config import Remote
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,8 @@ _TRANSIENT_CODES = frozenset(
     {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503", "500", "502",
      "504"}
 )
+# S3's largest page (and boto3's default): fewer round trips per directory.
+_LIST_MAX_KEYS = 1000
 # S3's multipart limits: every part but the last is at least 5 MiB; at most 10,000 parts.
 _MIN_PART_BYTES = 5 << 20
 _MAX_PARTS = 10_000
@@ -93,6 +101,8 @@ class S3Backend:
         if (credentials or not signed) and lean_get_supported(self.client.meta.endpoint_url):
             self.getter = S3Getter(self.client.meta.endpoint_url, bucket, self.region,
                                    credentials, timeouts, path_style=bool(self.endpoint))
+        # PUTs likewise (s3_put.py): one MD5 instead of three hashes, 1 MiB socket writes.
+        self.putter = S3Putter(self.getter, timeouts) if self.getter else None
 
     def describe(self) -> str:
         where = self.endpoint or f"AWS region {self.region}"
@@ -107,12 +117,23 @@ class S3Backend:
         )
 
     def list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
-        args: dict[str, object] = {"Bucket": self.container, "Prefix": prefix, "MaxKeys": 1000}
+        return self._call(
+            lambda: self._lean_or_boto3(
+                lambda getter: parse_list_page(
+                    getter.list_objects(prefix, delimiter, token, _LIST_MAX_KEYS)),
+                lambda: self._boto3_list_page(prefix, delimiter, token),
+            ),
+            key=None,
+        )
+
+    def _boto3_list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
+        args: dict[str, object] = {
+            "Bucket": self.container, "Prefix": prefix, "MaxKeys": _LIST_MAX_KEYS}
         if delimiter:
             args["Delimiter"] = delimiter
         if token:
             args["ContinuationToken"] = token
-        reply = self._call(lambda: self.client.list_objects_v2(**args), key=None)
+        reply = self.client.list_objects_v2(**args)
         return ListPage(
             objects=[
                 ObjectInfo(
@@ -143,15 +164,22 @@ class S3Backend:
         if etag:
             args["IfMatch"] = f'"{etag}"'
 
-        def get() -> bytes:
-            if self.getter is not None:
-                try:
-                    return self.getter.get(key, start, end, etag)
-                except LeanGetUnsupported:
-                    self.getter = None  # a region redirect: boto3 follows those
-            return self.client.get_object(**args)["Body"].read()
+        return self._call(
+            lambda: self._lean_or_boto3(
+                lambda getter: getter.get(key, start, end, etag),
+                lambda: self.client.get_object(**args)["Body"].read(),
+            ),
+            key,
+        )
 
-        return self._call(get, key)
+    def _lean_or_boto3(self, lean: Callable[[S3Getter], T], boto3_call: Callable[[], T]) -> T:
+        """Run `lean` on the lean GET path if it is usable, else `boto3_call` (blocking)."""
+        if self.getter is not None:
+            try:
+                return lean(self.getter)
+            except LeanGetUnsupported:
+                self.getter = None  # a region redirect: boto3 follows those
+        return boto3_call()
 
     def create_container(self) -> None:
         args: dict[str, object] = {"Bucket": self.container}
@@ -167,30 +195,29 @@ class S3Backend:
 
         self._call(create, key=None)
 
-    def put_file(self, key: str, path: Path, segment_size: int) -> None:
+    def put_file(self, key: str, path: Path, segment_size: int, *, md5: str | None = None,
+                 absent: bool = False, retry: Retry = call_once) -> None:
         size = path.stat().st_size
         if size <= segment_size:
             with open(path, "rb") as body:
-                self._call(
-                    lambda: self.client.put_object(Bucket=self.container, Key=key, Body=body), key
-                )
+                retry(lambda: self._call(lambda: self._put(key, body, size, md5, None), key))
             return
         part_bytes = max(segment_size, _MIN_PART_BYTES, -(-size // _MAX_PARTS))
-        upload_id = self._call(
+        upload_id = retry(lambda: self._call(
             lambda: self.client.create_multipart_upload(Bucket=self.container, Key=key)[
                 "UploadId"
             ],
             key,
-        )
+        ))
         try:
-            parts = self._put_parts(key, upload_id, path, size, part_bytes)
-            self._call(
+            parts = self._put_parts(key, upload_id, path, size, part_bytes, retry)
+            retry(lambda: self._call(
                 lambda: self.client.complete_multipart_upload(
                     Bucket=self.container, Key=key, UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
                 ),
                 key,
-            )
+            ))
         except BaseException:
             self._abort(key, upload_id)
             raise
@@ -201,34 +228,46 @@ class S3Backend:
             self._call(lambda: self.client.delete_object(Bucket=self.container, Key=key), key)
 
     def _put_parts(
-        self, key: str, upload_id: str, path: Path, size: int, part_bytes: int
+        self, key: str, upload_id: str, path: Path, size: int, part_bytes: int, retry: Retry
     ) -> list[dict[str, object]]:
-        """Upload every part, SEGMENT_STREAMS at a time; on the first failure cancel the rest."""
+        """Upload every part, SEGMENT_STREAMS at a time, each retried by `retry`; on the
+        first lasting failure cancel the rest."""
         offsets = range(0, size, part_bytes)
         pool = ThreadPoolExecutor(min(SEGMENT_STREAMS, len(offsets)), "s3-part")
+
+        def put_part(number: int, offset: int) -> str:
+            with _FileSlice(path, offset, min(part_bytes, size - offset)) as body:
+                return retry(lambda: self._call(
+                    lambda: self._put(key, body, body.length, None, (upload_id, number)), key))
+
         try:
-            futures = [
-                pool.submit(self._put_part, key, upload_id, number, path, offset,
-                            min(part_bytes, size - offset))
-                for number, offset in enumerate(offsets, start=1)
-            ]
-            return [{"PartNumber": n, "ETag": f.result()} for n, f in enumerate(futures, 1)]
+            futures = [pool.submit(put_part, number, offset)
+                       for number, offset in enumerate(offsets, start=1)]
+            return [{"PartNumber": n, "ETag": f'"{f.result()}"'}
+                    for n, f in enumerate(futures, 1)]
         finally:
             pool.shutdown(cancel_futures=True)
 
-    def _put_part(
-        self, key: str, upload_id: str, number: int, path: Path, offset: int, length: int
-    ) -> str:
-        """Upload bytes [offset, offset + length) of `path` as part `number`; return its ETag."""
-        with _FileSlice(path, offset, length) as body:
-            reply = self._call(
-                lambda: self.client.upload_part(
-                    Bucket=self.container, Key=key, UploadId=upload_id, PartNumber=number,
-                    Body=body,
-                ),
-                key,
-            )
-        return reply["ETag"]
+    def _put(self, key: str, body: BinaryIO, length: int, md5: str | None,
+             part: tuple[str, int] | None) -> str:
+        """PUT `body` from its start as `key` or as part (upload id, number) of it; return
+        the ETag (unquoted). Lean (s3_put.py) unless a redirect called for boto3."""
+        if md5 is None:
+            md5 = hashlib.file_digest(body, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+        body.seek(0)
+        if self.putter is not None:
+            try:
+                return self.putter.put(key, body, length, md5, part)
+            except LeanGetUnsupported:
+                self.putter = None  # a region redirect: boto3 follows those
+                body.seek(0)
+        args = {"Bucket": self.container, "Key": key, "Body": body,
+                "ContentMD5": base64.b64encode(bytes.fromhex(md5)).decode()}
+        if part is None:
+            return self.client.put_object(**args)["ETag"].strip('"')
+        upload_id, number = part
+        return self.client.upload_part(**args, UploadId=upload_id,
+                                       PartNumber=number)["ETag"].strip('"')
 
     def _abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload so its parts are freed; a failure is only logged."""
@@ -300,7 +339,7 @@ class _FileSlice(io.RawIOBase):
         super().__init__()
         self._fd = os.open(path, os.O_RDONLY)
         self._start = start
-        self._length = length
+        self.length = length
         self._pos = 0
 
     def readable(self) -> bool:
@@ -313,12 +352,12 @@ class _FileSlice(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
-        self._pos = min(max(base + offset, 0), self._length)
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
+        self._pos = min(max(base + offset, 0), self.length)
         return self._pos
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        count = min(len(buffer), self._length - self._pos)
+        count = min(len(buffer), self.length - self._pos)
         if count <= 0:
             return 0
         data = os.pread(self._fd, count, self._start + self._pos)

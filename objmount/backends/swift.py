@@ -64,7 +64,9 @@ from objmount.backends.base import (
     ListPage,
     NotFound,
     ObjectInfo,
+    Retry,
     Unreachable,
+    call_once,
 )
 from objmount.backends.keystone import APP_CREDENTIAL, TOKEN, SwiftAuth, swift_auth
 from objmount.config import Remote
@@ -228,13 +230,15 @@ class SwiftBackend:
     def create_container(self) -> None:
         self._call(lambda c: c.put_container(self.container), key=None)
 
-    def put_file(self, key: str, path: Path, segment_size: int) -> None:
+    def put_file(self, key: str, path: Path, segment_size: int, *, md5: str | None = None,
+                 absent: bool = False, retry: Retry = call_once) -> None:
         size = path.stat().st_size
-        old_segments = self._slo_segments(key)
+        # A listed-absent key has no old segments to find: no HEAD (one RTT per file).
+        old_segments = [] if absent else retry(lambda: self._slo_segments(key))
         if size <= segment_size:
-            self._put_part(self.container, key, path, 0, size)
+            retry(lambda: self._put_part(self.container, key, path, 0, size))
         else:
-            self._put_slo(key, path, size, segment_size)
+            self._put_slo(key, path, size, segment_size, retry)
         for segment in old_segments:
             self._delete_segment(segment)
 
@@ -253,14 +257,16 @@ class SwiftBackend:
         with contextlib.suppress(NotFound):
             self._call(lambda c: c.delete_object(container, key), key, what=path)
 
-    def _put_slo(self, key: str, path: Path, size: int, segment_size: int) -> None:
-        """Upload `path` as segments, SEGMENT_STREAMS at a time, then its SLO manifest.
+    def _put_slo(self, key: str, path: Path, size: int, segment_size: int,
+                 retry: Retry) -> None:
+        """Upload `path` as segments, SEGMENT_STREAMS at a time, then its SLO manifest;
+        each request through `retry`.
 
-        On the first failure the remaining segments are cancelled and those
+        On the first lasting failure the remaining segments are cancelled and those
         uploaded are deleted (best effort), as S3 aborts a multipart upload.
         """
         segments = self.container + SEGMENTS_SUFFIX
-        self._call(lambda c: c.put_container(segments), key=None)
+        retry(lambda: self._call(lambda c: c.put_container(segments), key=None))
         # `swift upload`'s naming: a new upload never overwrites a live segment.
         stem = f"{key}/slo/{path.stat().st_mtime:.6f}/{size}/{segment_size}"
         offsets = range(0, size, segment_size)
@@ -269,7 +275,7 @@ class SwiftBackend:
         def upload(index: int) -> dict[str, object]:
             name = f"{stem}/{index:08d}"
             length = min(segment_size, size - offsets[index])
-            etag = self._put_part(segments, name, path, offsets[index], length)
+            etag = retry(lambda: self._put_part(segments, name, path, offsets[index], length))
             uploaded.append(f"/{segments}/{name}")
             return {"path": f"/{segments}/{name}", "etag": etag, "size_bytes": length}
 
@@ -278,11 +284,11 @@ class SwiftBackend:
             futures = [pool.submit(upload, index) for index in range(len(offsets))]
             manifest = [future.result() for future in futures]
             body = json.dumps(manifest)
-            self._call(
+            retry(lambda: self._call(
                 lambda c: c.put_object(self.container, key, body,
                                        query_string="multipart-manifest=put"),
                 key,
-            )
+            ))
         except BaseException:
             pool.shutdown(cancel_futures=True)
             for segment in uploaded:

@@ -99,6 +99,11 @@ MaxBufferMemoryOpt = Annotated[
 ]
 
 
+def is_remote_spec(text: str) -> bool:
+    """Return True for REMOTE:... or :TYPE:... (rclone's rule: a colon before any slash)."""
+    return ":" in text.split("/", 1)[0]
+
+
 def _size(flag: str, text: str, minimum: int = 0) -> int:
     value = parse_size_bytes(text)
     if value < minimum:
@@ -136,7 +141,9 @@ def cache_options(
 
 def warm_command(
     target: Annotated[
-        str, typer.Argument(help="REMOTE:CONTAINER[/PREFIX]: everything under it is cached.")
+        str, typer.Argument(help="REMOTE:CONTAINER[/PREFIX], or a directory or file inside "
+                            "a running objmount mount: everything under it is cached (for "
+                            "a path, in the mount's cache directory, with its block size).")
     ],
     config: ConfigOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -156,15 +163,27 @@ def warm_command(
     ] = 3,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Fill the block cache for REMOTE:CONTAINER[/PREFIX] with parallel GETs (safe while
-    a mount of the same cache directory serves reads)."""
+    """Fill the block cache for REMOTE:CONTAINER[/PREFIX] or a path in a mount with parallel
+    GETs (safe while a mount of the same cache directory serves reads)."""
     logsetup.setup(verbose)
-    options = cache_options("full", cache_dir, cache_max_size, "0", block_size, "0", "0")
-    assert options is not None
+    file_name = None  # set for a path to one file in a mount
+    if is_remote_spec(target):
+        options = cache_options("full", cache_dir, cache_max_size, "0", block_size, "0", "0")
+        assert options is not None
+    else:  # a path in a mount: the mount's remote, cache directory and block size
+        mounted, relative = tools.mount_containing(Path(target))
+        if Path(target).is_file():
+            relative, _, file_name = relative.rpartition("/")
+        target = "/".join(part for part in (mounted.target, relative) if part)
+        config = config or (Path(mounted.config) if mounted.config else None)
+        options = CacheOptions(cache_dir=Path(mounted.cache_dir),
+                               max_size_bytes=mounted.cache_max_size,
+                               block_size_bytes=mounted.block_size)
     limit = options.max_size_bytes
     if max_size is not None:
         limit = min(limit, _size("--max-size", max_size))
     resolved = parse_target(target, load_remotes(config))
+    only_key = None if file_name is None else resolved.prefix + file_name
     backend = open_backend(resolved, Timeouts(pool_size=max_parallel))
     store = open_store(options.cache_dir, options.max_size_bytes)
     if store is None:
@@ -176,7 +195,7 @@ def warm_command(
             backend, store, source_for(resolved), resolved.prefix,
             block_size=options.block_size_bytes, max_bytes=limit,
             runner=Runner(max_parallel, retries), disk_runner=Runner(DISK_THREADS, retries=0),
-            progress=progress, on_progress=bar.update,
+            progress=progress, on_progress=bar.update, only_key=only_key,
         ))
     finally:
         store.close()

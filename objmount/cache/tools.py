@@ -2,8 +2,9 @@
 
 Plain blocking code (no trio): these run as commands, not inside a mount. Hit
 rates of running mounts come from the root xattr `user.objmount.stats` of every
-fuse.objmount mount in /proc/self/mountinfo, read in a thread with a deadline so
-a hung mount cannot hang `cache stats`.
+fuse.objmount mount in /proc/self/mountinfo, and what `warm PATH` needs of the
+mount PATH is in from its root xattr `user.objmount.mount`; both are read in a
+thread with a deadline, so a hung mount cannot hang a command.
 """
 
 import contextlib
@@ -21,8 +22,10 @@ import diskcache.core
 
 from objmount.cache.blocks import BlockStore
 from objmount.cache.warmup import WarmProgress
+from objmount.errors import ObjmountError
 
 STATS_XATTR = "user.objmount.stats"
+MOUNT_XATTR = "user.objmount.mount"
 XATTR_TIMEOUT_S = 2.0
 
 
@@ -68,18 +71,67 @@ def _unescape_octal(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def mount_stats(mountpoint: str, timeout_s: float = XATTR_TIMEOUT_S) -> MountStats:
-    """Read one mount's ReadStats; gives up after `timeout_s` (the thread is left behind)."""
-    result: list[dict[str, int]] = []
+def root_xattr(mountpoint: str, name: str, timeout_s: float = XATTR_TIMEOUT_S) -> dict | None:
+    """Return the JSON xattr `name` of a mount's root; None if unreadable or not answered
+    within `timeout_s` (the reading thread is then left behind)."""
+    result: list[dict] = []
 
     def read() -> None:
         with contextlib.suppress(OSError, ValueError):
-            result.append(json.loads(os.getxattr(mountpoint, STATS_XATTR)))
+            result.append(json.loads(os.getxattr(mountpoint, name)))
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
     thread.join(timeout_s)
-    return MountStats(mountpoint, result[0] if result else None)
+    return result[0] if result else None
+
+
+def mount_stats(mountpoint: str, timeout_s: float = XATTR_TIMEOUT_S) -> MountStats:
+    """Read one mount's ReadStats (None if it does not answer in time)."""
+    return MountStats(mountpoint, root_xattr(mountpoint, STATS_XATTR, timeout_s))
+
+
+@dataclass(frozen=True)
+class MountedCache:
+    """What a running mount says of itself (its root xattr user.objmount.mount)."""
+
+    target: str  # REMOTE:CONTAINER[/PREFIX], as mounted
+    config: str | None  # the rclone.conf it read remotes from, if any
+    cache_dir: str
+    block_size: int
+    cache_max_size: int
+
+
+def mount_containing(
+    path: Path, mountinfo: Path = Path("/proc/self/mountinfo")
+) -> tuple[MountedCache, str]:
+    """Return the objmount mount `path` is in and the object prefix `path` stands for there.
+
+    Raises ObjmountError if `path` is in no objmount mount with a block cache, or
+    the mount does not answer within XATTR_TIMEOUT_S.
+    """
+    resolved = path.absolute()
+    mountpoints = [Path(m) for m in objmount_mounts(mountinfo)]
+    inside = [m for m in mountpoints if resolved == m or m in resolved.parents]
+    if not inside:
+        raise ObjmountError(f"{path} is neither REMOTE:CONTAINER[/PREFIX] nor a path inside "
+                            "an objmount mount")
+    mountpoint = max(inside, key=lambda m: len(m.parts))
+    info = root_xattr(str(mountpoint), MOUNT_XATTR)
+    if info is None:
+        raise ObjmountError(f"the objmount mount on {mountpoint} did not say where it caches "
+                            "(not answering, or mounted with --cache-mode off)")
+    try:
+        mounted = MountedCache(
+            target=str(info["target"]), config=info.get("config"),
+            cache_dir=str(info["cache_dir"]), block_size=int(info["block_size"]),
+            cache_max_size=int(info["cache_max_size"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ObjmountError(f"the objmount mount on {mountpoint} describes itself in a form "
+                            "this objmount does not know (another version?)") from None
+    relative = resolved.relative_to(mountpoint).as_posix()
+    return mounted, "" if relative == "." else relative
 
 
 def hit_rate(stats: dict[str, int]) -> str:

@@ -82,13 +82,17 @@ async def warm(
     disk_runner: Runner,
     progress: WarmProgress | None = None,
     on_progress: Callable[[WarmProgress], None] | None = None,
+    only_key: str | None = None,
 ) -> WarmProgress:
-    """Fetch every block under `prefix` not yet cached, up to `max_bytes` of subtree.
+    """Fetch every block under `prefix` (of `only_key` alone, if given) not yet cached, up
+    to `max_bytes` of subtree.
 
     Returns the counts; raises BackendError only if the listing fails.
     """
     progress = progress or WarmProgress()
     objects = await runner.call(list_objects, backend, prefix)
+    if only_key is not None:
+        objects = [obj for obj in objects if obj.key == only_key]
     planned: list[tuple[ObjectInfo, list[BlockKey]]] = []
     planned_bytes = 0
     for obj in objects:

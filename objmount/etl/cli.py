@@ -62,6 +62,11 @@ CleanOpt = Annotated[
     typer.Option("--clean", help="After uploading, delete the objects under the prefix that are "
                  "not files in DIR (safe to rerun). Default: off."),
 ]
+ChecksumOpt = Annotated[
+    bool,
+    typer.Option("--checksum", help="Hash every file, even those whose size and mtime the "
+                 "manifest records as loaded (as rclone's flag). Default: off."),
+]
 RetriesOpt = Annotated[
     int,
     typer.Option("--retries", min=0, help="Retries of a request that failed with a 5xx or a "
@@ -104,13 +109,14 @@ def load_command(
     checkers: CheckersOpt = _DEFAULTS.checkers,
     segment_size: SegmentSizeOpt = f"{_DEFAULTS.segment_size_bytes >> 20}M",
     clean: CleanOpt = False,
+    checksum: ChecksumOpt = False,
     retries: RetriesOpt = _DEFAULTS.retries,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Upload DIRECTORY into REMOTE:CONTAINER[/PREFIX], skipping files already there."""
     logsetup.setup(verbose)
     options = LoadOptions(transfers=transfers, checkers=checkers, clean=clean, retries=retries,
-                          segment_size_bytes=parse_size_bytes(segment_size))
+                          checksum=checksum, segment_size_bytes=parse_size_bytes(segment_size))
     _load(directory, parse_target(target, load_remotes(config)), options)
 
 

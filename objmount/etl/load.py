@@ -14,11 +14,21 @@ single-part upload to S3 or Swift) or the manifest records this key with this
 size, this MD5 and the ETag listed now. Segmented objects (S3 multipart, Swift
 SLO) have ETags made from their segments' checksums, so only the manifest can
 vouch for them: an entry binds one content to one ETag, and any rewrite of the
-object changes its ETag, so a stale entry never matches. After a run that
-changed anything, the manifest is rewritten with the ETags of a fresh listing
-(cheaper than a HEAD per upload); a run killed before then leaves its
-single-part uploads recognisable by ETag, and only its segmented files are
-uploaded again.
+object changes its ETag, so a stale entry never matches. A file whose size and
+mtime are those the manifest recorded, its object listed with the recorded
+ETag, is not even hashed (rclone's size and modification time check;
+`checksum` hashes every file).
+
+After a run that changed anything, the manifest is rewritten with the ETags of
+a fresh listing (cheaper than a HEAD per upload). A run killed before then
+leaves its single-part uploads recognisable by ETag; its segmented ones are
+recorded by checkpoints: at most every `checkpoint_s`, the manifest read at the
+start plus the segmented files uploaded so far (each ETag from a HEAD after its
+upload) is written, so a rerun uploads only the segmented files finished since
+the last checkpoint.
+
+Each request of an upload (a whole file, or one segment) is retried on its
+own: a failed segment does not send the whole file again.
 
 With `clean`, objects under the prefix that are no local file (the manifest
 excepted) are deleted once the uploads are done.
@@ -71,6 +81,10 @@ class LoadOptions:
     clean: bool = False
     retries: int = 3
     first_backoff_s: float = 1.0
+    # A killed run loses at most this long of segmented uploads; each checkpoint
+    # rewrites the whole manifest, so not much more often.
+    checkpoint_s: float = 60.0
+    checksum: bool = False
 
 
 @dataclass
@@ -99,6 +113,7 @@ class LocalFile:
     key: str
     path: Path
     size: int
+    mtime_ns: int
 
 
 def local_files(directory: Path, prefix: str) -> list[LocalFile]:
@@ -120,7 +135,8 @@ def local_files(directory: Path, prefix: str) -> list[LocalFile]:
             path = Path(root, name)
             rel = path.relative_to(directory).as_posix()
             if rel != MANIFEST_NAME and path.is_file():
-                files.append(LocalFile(prefix + rel, path, path.stat().st_size))
+                stat = path.stat()
+                files.append(LocalFile(prefix + rel, path, stat.st_size, stat.st_mtime_ns))
     return files
 
 
@@ -128,7 +144,19 @@ def unchanged(local: Entry, listed: ObjectInfo | None, recorded: Entry | None) -
     """Return True if the listed object holds the local content (see the module docstring)."""
     if listed is None or listed.size != local.size:
         return False
-    return listed.etag == local.md5 or recorded == replace(local, etag=listed.etag)
+    return listed.etag == local.md5 or (
+        recorded is not None
+        and (recorded.key, recorded.size, recorded.md5, recorded.etag)
+        == (local.key, local.size, local.md5, listed.etag)
+    )
+
+
+def unmodified(file: LocalFile, listed: ObjectInfo | None, recorded: Entry | None) -> bool:
+    """Return True if the manifest vouches for `file` without hashing it: it recorded this
+    size and mtime, and the object is listed with the size and ETag it recorded."""
+    return (recorded is not None and listed is not None and recorded.mtime_ns is not None
+            and (recorded.size, recorded.mtime_ns) == (file.size, file.mtime_ns)
+            and (listed.size, listed.etag) == (recorded.size, recorded.etag))
 
 
 def load(directory: Path, backend: Backend, prefix: str, options: LoadOptions) -> LoadSummary:
@@ -149,6 +177,8 @@ class _Loader:
         self.prefix = prefix
         self.options = options
         self.summary = LoadSummary()
+        self._segmented: dict[str, Entry] = {}  # segmented uploads of this run, with ETags
+        self._checkpoint_at = time.monotonic() + options.checkpoint_s
 
     def run(self, directory: Path) -> LoadSummary:
         started = time.monotonic()
@@ -180,12 +210,21 @@ class _Loader:
         checks = ThreadPoolExecutor(self.options.checkers, "objmount-check")
         puts = ThreadPoolExecutor(self.options.transfers, "objmount-put")
         try:
-            hashing = {checks.submit(md5_file, f.path): f for f in files}
+            hashing = {}
+            for file in files:
+                entry = recorded.get(file.key)
+                if (not self.options.checksum and entry is not None
+                        and unmodified(file, listed.get(file.key), entry)):
+                    self.summary.skipped += 1
+                    bar.advance(file.size, files=1)
+                    held.append(entry)
+                else:
+                    hashing[checks.submit(md5_file, file.path)] = file
             uploading: dict[Future[None], Entry] = {}
             for future in as_completed(hashing):
                 file = hashing[future]
                 try:
-                    entry = Entry(file.key, file.size, future.result(), etag="")
+                    entry = Entry(file.key, file.size, future.result(), "", file.mtime_ns)
                 except OSError as exc:
                     self._fail(file.key, file.size, f"cannot read {file.path}: {exc}", bar)
                     continue
@@ -194,11 +233,12 @@ class _Loader:
                     bar.advance(file.size, files=1)
                     held.append(entry)
                 else:
-                    uploading[puts.submit(self._upload, file)] = entry
+                    absent = file.key not in listed
+                    uploading[puts.submit(self._upload, file, entry, absent)] = entry
             for future in as_completed(uploading):
                 entry = uploading[future]
                 try:
-                    future.result()
+                    segmented = future.result()
                 except _FATAL:
                     raise
                 except (BackendError, OSError) as exc:
@@ -208,15 +248,36 @@ class _Loader:
                 self.summary.uploaded_bytes += entry.size
                 bar.advance(entry.size, files=1)
                 held.append(entry)
+                if segmented is not None:
+                    self._segmented[entry.key] = segmented
+                    self._checkpoint(recorded)
         finally:
             checks.shutdown(cancel_futures=True)
             puts.shutdown(cancel_futures=True)
         return held
 
-    def _upload(self, file: LocalFile) -> None:
-        self._retry(
-            lambda: self.backend.put_file(file.key, file.path, self.options.segment_size_bytes)
-        )
+    def _upload(self, file: LocalFile, entry: Entry, absent: bool) -> Entry | None:
+        """Upload `file`, each request retried; return its entry with its ETag if segmented."""
+        segment_size = self.options.segment_size_bytes
+        self.backend.put_file(file.key, file.path, segment_size, md5=entry.md5, absent=absent,
+                              retry=self._retry)
+        if file.size <= segment_size:
+            return None
+        return replace(entry, etag=self._retry(lambda: self.backend.stat(file.key)).etag)
+
+    def _checkpoint(self, recorded: dict[str, Entry]) -> None:
+        """Once `checkpoint_s` has passed, write the manifest: `recorded` plus the
+        segmented uploads of this run. A failure is logged; the run goes on."""
+        if time.monotonic() < self._checkpoint_at:
+            return
+        entries = {**recorded, **self._segmented}
+        try:
+            self._retry(lambda: write_manifest(self.backend, self.prefix, entries.values(),
+                                               self.options.segment_size_bytes))
+        except BackendError as exc:
+            log.warning("could not checkpoint the manifest (%s): a rerun may upload "
+                        "segmented files again", exc)
+        self._checkpoint_at = time.monotonic() + self.options.checkpoint_s
 
     def _clean(self, keys: list[str]) -> None:
         """Delete `keys` (never the manifest), `transfers` at a time."""

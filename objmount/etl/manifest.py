@@ -1,12 +1,15 @@
 """The manifest object: what the loader put under a prefix, and which content each ETag holds.
 
 It is the object `<prefix>.objmount-manifest.json`:
-`{"format": "objmount-manifest", "version": 1, "objects": [{"key", "size", "md5", "etag"}]}`,
-one entry per object sorted by key; `key` is the full object key, `md5` the hex
-MD5 of the object's content and `etag` the ETag the store listed for the object
-that held that content. Segmented objects (S3 multipart, Swift SLO) have ETags
-derived from their segments, not from their content: an entry is the only record
-of their content's checksum.
+`{"format": "objmount-manifest", "version": 1,
+"objects": [{"key", "size", "md5", "etag", "mtime_ns"}]}`, one entry per
+object sorted by key; `key` is the full object key, `md5` the hex MD5 of the
+object's content, `etag` the ETag the store listed for the object that held
+that content, and `mtime_ns` the local file's mtime when it was hashed (absent
+in older manifests): with the size, it lets a rerun skip hashing a file not
+modified since, as rclone compares size and modification time. Segmented
+objects (S3 multipart, Swift SLO) have ETags derived from their segments, not
+from their content: an entry is the only record of their content's checksum.
 
 Readers (the loader's resume, `objmount warm`) trust an entry only while the
 store lists its key with the same size and ETag: rewriting an object changes
@@ -32,12 +35,14 @@ _VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One object: full key, size in bytes, MD5 of its content (hex), ETag it was listed with."""
+    """One object: full key, size in bytes, MD5 of its content (hex), ETag it was listed with,
+    mtime of the local file it was loaded from (ns; None: unknown)."""
 
     key: str
     size: int
     md5: str
     etag: str
+    mtime_ns: int | None = None
 
 
 def manifest_key(prefix: str) -> str:

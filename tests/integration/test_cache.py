@@ -215,6 +215,35 @@ def test_warm_fills_the_cache_then_the_mount_reads_with_no_gets(
     assert f"{len(SMALL)} blocks" in stats_out.stdout
 
 
+def test_warm_of_a_path_in_a_mount_uses_its_remote_cache_and_block_size(
+    cache_data: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    """`objmount warm MOUNT/images/class_1` needs no remote, cache dir or block size: the
+    mount's are used, so its reads of that directory are then all hits."""
+    class_1 = {key: cache_data[key] for key in SMALL if key.startswith("images/class_1/")}
+    args = ("--cache-dir", str(tmp_path / "cache"), *BLOCK_ARGS, "--dir-read-ahead", "0")
+    with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
+        result = objmount("warm", str(mount.path / "images" / "class_1"))
+        assert result.returncode == 0, result.stderr
+        assert f"warmed {len(class_1)} objects" in result.stderr
+        read_everything(mount, class_1)
+        assert stats(mount)["gets"] == 0
+        shard = objmount("warm", str(mount.path / "shards" / "shard-0.bin"))
+        assert shard.returncode == 0, shard.stderr
+        assert (mount.path / "shards" / "shard-0.bin").read_bytes() == cache_data[
+            "shards/shard-0.bin"]
+        assert stats(mount)["gets"] == 0
+
+
+def test_warm_of_a_path_outside_any_mount_fails_with_one_line(tmp_path: Path) -> None:
+    result = objmount("warm", str(tmp_path))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"objmount: error: {tmp_path} is neither REMOTE:CONTAINER[/PREFIX] nor a path inside an "
+        "objmount mount"
+    ]
+
+
 def test_warm_stops_at_max_size(
     cache_data: dict[str, bytes], config: Path, tmp_path: Path
 ) -> None:

@@ -10,17 +10,20 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from objmount.backends import Timeouts, open_backend
-from objmount.backends.base import Backend, BackendError
+from objmount.backends.base import Backend, BackendError, Retry, call_once
 from objmount.config import load_remotes, parse_target
+from objmount.etl import load as etl_load
 from objmount.etl.load import LoadOptions, load
 from objmount.etl.manifest import MANIFEST_NAME
 from tests.food11_archive import food11_files, transformed, write_zip
@@ -195,25 +198,37 @@ def test_a_file_above_the_segment_size_is_segmented_and_reads_back_byte_exact(
 
 
 class FlakyBackend:
-    """A real backend whose put_file fails first: `transient[key]` times with a transient
-    error, or always (not transient) for keys in `broken`; counts the attempts."""
+    """A real backend whose put_file requests fail: a key's requests numbered in
+    `transient[key]` (from 1, retries included) with a transient error, every one (not
+    transient) for keys in `broken`; counts each key's requests."""
 
-    def __init__(self, backend: Backend, transient: dict[str, int], broken: set[str]) -> None:
+    def __init__(self, backend: Backend, transient: dict[str, set[int]] | None = None,
+                 broken: frozenset[str] = frozenset()) -> None:
         self.backend = backend
-        self.transient = transient
+        self.transient = transient or {}
         self.broken = broken
         self.attempts: Counter[str] = Counter()
+        self.lock = threading.Lock()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.backend, name)
 
-    def put_file(self, key: str, path: Path, segment_size: int) -> None:
-        self.attempts[key] += 1
-        if key in self.broken:
-            raise BackendError(f"{key}: 400 InvalidRequest")
-        if self.attempts[key] <= self.transient.get(key, 0):
-            raise BackendError(f"{key}: 503 SlowDown", transient=True)
-        self.backend.put_file(key, path, segment_size)
+    def put_file(self, key: str, path: Path, segment_size: int, *, retry: Retry = call_once,
+                 **options: Any) -> None:
+        def flaky(request: Callable[[], Any]) -> Any:
+            def attempt() -> Any:
+                with self.lock:
+                    self.attempts[key] += 1
+                    count = self.attempts[key]
+                if key in self.broken:
+                    raise BackendError(f"{key}: 400 InvalidRequest")
+                if count in self.transient.get(key, ()):
+                    raise BackendError(f"{key}: 503 SlowDown", transient=True)
+                return request()
+
+            return retry(attempt)
+
+        self.backend.put_file(key, path, segment_size, retry=flaky, **options)
 
 
 def test_transient_errors_are_retried_and_lasting_ones_listed(
@@ -223,16 +238,105 @@ def test_transient_errors_are_retried_and_lasting_ones_listed(
         (tmp_path / name).write_bytes(name.encode())
     backend = FlakyBackend(
         open_backend(parse_target("remote:etl-flaky", load_remotes(config)), Timeouts()),
-        transient={"flaky": 2, "very-flaky": 3}, broken={"broken"},
+        transient={"flaky": {1, 2}, "very-flaky": {1, 2, 3}}, broken=frozenset({"broken"}),
     )
     summary = load(tmp_path, backend, "", LoadOptions(retries=2, first_backoff_s=0.01))
     assert summary.uploaded == 2
     assert set(summary.failed) == {"very-flaky", "broken"}
     assert "503 SlowDown" in summary.failed["very-flaky"]
-    assert backend.attempts - Counter({MANIFEST_NAME: 1}) == {
+    del backend.attempts[MANIFEST_NAME]
+    assert backend.attempts == {
         "fine": 1, "flaky": 3, "very-flaky": 3, "broken": 1
     }
     assert store.keys("etl-flaky") == {"fine", "flaky", MANIFEST_NAME}
+
+
+def test_a_failed_segment_is_sent_again_not_the_whole_file(
+    store: TestStore, config: Path, tmp_path: Path
+) -> None:
+    big = data("segment-retry", 6 * MiB + 3)  # two segments of 5M
+    (tmp_path / "big.bin").write_bytes(big)
+    options = LoadOptions(segment_size_bytes=5 * MiB, first_backoff_s=0.01)
+    clean = FlakyBackend(
+        open_backend(parse_target("remote:etl-parts-clean", load_remotes(config)), Timeouts()))
+    load(tmp_path, clean, "", options)
+    requests = clean.attempts["big.bin"]  # creation, segments, completion or manifest
+    # The second request is the first segment's on both stores (the first creates the
+    # upload or the segments' container).
+    flaky = FlakyBackend(
+        open_backend(parse_target("remote:etl-parts", load_remotes(config)), Timeouts()),
+        transient={"big.bin": {2}})
+    summary = load(tmp_path, flaky, "", options)
+    assert summary.uploaded == 1 and not summary.failed
+    assert flaky.attempts["big.bin"] == requests + 1
+    assert store.get("etl-parts", "big.bin") == big
+
+
+class Killed(BaseException):
+    """Stands for the SIGKILL of a load: nothing after it runs, no final manifest."""
+
+
+class KilledAtBackend(FlakyBackend):
+    """A real backend that 'kills' the load when `key` is uploaded, once a checkpoint of
+    the manifest has been written."""
+
+    def __init__(self, backend: Backend, key: str) -> None:
+        super().__init__(backend)
+        self.key = key
+        self.checkpointed = threading.Event()
+
+    def put_file(self, key: str, path: Path, segment_size: int, **options: Any) -> None:
+        if key == self.key:
+            assert self.checkpointed.wait(30), "no checkpoint before the last upload"
+            raise Killed
+        super().put_file(key, path, segment_size, **options)
+        if key == MANIFEST_NAME:
+            self.checkpointed.set()
+
+
+def test_a_load_killed_after_a_checkpoint_does_not_upload_its_segmented_file_again(
+    store: TestStore, config: Path, tmp_path: Path
+) -> None:
+    big = data("checkpointed", 6 * MiB + 3)
+    (tmp_path / "a-big.bin").write_bytes(big)
+    (tmp_path / "z-last.txt").write_bytes(b"last")
+    target = parse_target("remote:etl-checkpoint", load_remotes(config))
+    options = LoadOptions(transfers=1, checkers=1, segment_size_bytes=5 * MiB, checkpoint_s=0)
+    with pytest.raises(Killed):
+        load(tmp_path, KilledAtBackend(open_backend(target, Timeouts()), "z-last.txt"), "",
+             options)
+    assert store.keys("etl-checkpoint") >= {"a-big.bin", MANIFEST_NAME}
+    rerun = FlakyBackend(open_backend(target, Timeouts()))
+    summary = load(tmp_path, rerun, "", options)
+    assert (summary.uploaded, summary.skipped) == (1, 1)
+    assert "a-big.bin" not in rerun.attempts
+    assert store.get("etl-checkpoint", "a-big.bin") == big
+
+
+def test_a_rerun_hashes_only_the_files_modified_since_the_manifest(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(name.encode())
+    hashed: list[str] = []
+    md5_file = etl_load.md5_file
+    monkeypatch.setattr(etl_load, "md5_file", lambda path: hashed.append(path.name)
+                        or md5_file(path))
+    backend = open_backend(parse_target("remote:etl-mtime", load_remotes(config)), Timeouts())
+
+    def rerun(**options: Any) -> list[str]:
+        hashed.clear()
+        summary = load(tmp_path, backend, "", LoadOptions(**options))
+        assert summary.uploaded == 0 and summary.skipped == 3
+        return sorted(hashed)
+
+    assert load(tmp_path, backend, "", LoadOptions()).uploaded == 3
+    assert rerun() == []
+    stat = (tmp_path / "b").stat()
+    os.utime(tmp_path / "b", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert rerun() == ["b"]
+    assert rerun() == []  # the manifest now records b's new mtime
+    assert rerun(checksum=True) == ["a", "b", "c"]
 
 
 def test_the_food11_pipeline_file_runs_all_three_stages(

@@ -1,12 +1,13 @@
 """Directory listings: paginated, complete, cached for --dir-cache-time, or loaded at once."""
 
+import errno
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.mounting import mounted
+from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import TestStore
 
 pytestmark = pytest.mark.mount
@@ -56,3 +57,17 @@ def test_new_objects_appear_after_the_dir_cache_time(
         store.delete("changing", "first.txt")
         time.sleep(1.5)
         assert os.listdir(mount.path) == ["second.txt"]
+
+
+def test_ls_l_xattrs_are_not_supported_and_ours_still_answer(mount: MountProcess) -> None:
+    """`ls -l` asks security.selinux and system.posix_acl_access of every entry: ENOTSUP
+    makes it stop asking for the mount (ENODATA would cost two requests per entry)."""
+    path = mount.path / "one.bin"
+    for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+        with pytest.raises(OSError) as raised:
+            os.getxattr(path, name)
+        assert raised.value.errno == errno.ENOTSUP
+    with pytest.raises(OSError) as raised:
+        os.getxattr(path, "user.not-ours")
+    assert raised.value.errno == errno.ENODATA
+    assert len(os.getxattr(path, "user.objmount.etag")) == 32  # the kernel still asks us

@@ -64,7 +64,7 @@ class FakeBackend:
     def create_container(self) -> None:
         return None
 
-    def put_file(self, key: str, path: Path, segment_size: int) -> None:
+    def put_file(self, key: str, path: Path, segment_size: int, **options: object) -> None:
         self.objects[key] = path.read_bytes()
 
     def delete(self, key: str) -> None:

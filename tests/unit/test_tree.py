@@ -59,6 +59,14 @@ def test_a_directory_is_listed_once_until_its_cache_time_passes() -> None:
     assert backend.list_calls == 2
 
 
+def test_a_dir_cache_time_of_zero_lists_at_every_use() -> None:
+    backend = FakeBackend({"a": b"1"})
+    ns = namespace(backend, ttl_s=0)
+    assert names(ns) == ["a"]
+    assert names(ns) == ["a"]
+    assert backend.list_calls == 2
+
+
 def test_inodes_stay_the_same_across_relistings() -> None:
     backend = FakeBackend({"a": b"1", "d/x": b"2"})
     clock = Clock()

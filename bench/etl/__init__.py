@@ -1,0 +1,1 @@
+"""`python -m bench.etl`: the ETL load benchmark, objmount etl load against rclone copy."""
