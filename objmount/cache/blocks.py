@@ -3,10 +3,11 @@
 A block is the bytes [start, end) of one version of one object. Its key names
 the store (`source`: kind, endpoint, container), the object key, the ETag and the
 byte range, so a new version (new ETag) can never be served old bytes, and a
-mount with another block size simply misses. Each stored value carries a
-SHA-256 digest (truncated to 16 bytes) of every 1 MiB chunk, checked on every
-read: a corrupt or truncated block is dropped and reads as a miss. Every value
-is a file of its own (diskcache's min file size is 0), so sizes add up exactly.
+mount with another block size simply misses. Each block is a file of its own
+(blockfile: a digest of every chunk, checked on every read; a corrupt or
+truncated block is dropped and reads as a miss), so sizes add up exactly.
+A hit costs one SQLite lookup, or none when this process stored or found the
+block before (it remembers the path of its file).
 
 Invariants:
 - a block is written whole (file first, then its row, by diskcache) or not at
@@ -16,7 +17,10 @@ Invariants:
   chooses victims, and blocks pinned by a read in flight are never chosen;
 - several processes may share one directory (SQLite is the arbiter); the byte
   total is shared, each process's recency view is its own (blocks stored by
-  others are learnt, as the coldest, when a process runs out of victims);
+  others are learnt, as the coldest, when a process runs out of victims, and
+  so are rows of other key versions, which never match);
+- a remembered path is only a hint: a block evicted by another process fails
+  to open (ENOENT; names are never reused), and SQLite answers;
 - a write that fails (full disk, full database, locked database) never fails a
   read: the block is simply not cached, writes pause, one warning is logged.
 
@@ -26,11 +30,9 @@ trio thread. Methods are thread-safe.
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import sqlite3
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -40,21 +42,29 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import diskcache
-from diskcache.core import MODE_BINARY
 
 from objmount import log as logs
+from objmount.cache.blockfile import (
+    BlockDisk,
+    BlockValue,
+    CorruptBlock,
+    header,
+    header_bytes,
+    open_block,
+    read_verified,
+)
 from objmount.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Bumped whenever the key or value layout changes: old entries then never match.
-KEY_VERSION = "b1"
-_MAGIC = b"OMB1"
-_HEADER = struct.Struct("<4sIQ")  # magic, chunk size, data length
-DIGEST_BYTES = 16
-# Checksums per 1 MiB chunk: a FUSE read (at most 1 MiB) verifies only the chunks it
-# touches instead of a whole block.
-CHUNK_BYTES = 1 << 20
+# Bumped whenever the key or file layout changes: old entries then never match
+# (b2: 256 directories, 64 KiB chunks, CRC-32; blockfile.MAGIC OMB2).
+KEY_VERSION = "b2"
+# Paths of block files remembered per process, to skip SQLite on a hit: ~280 bytes
+# each (a key's strings are shared with the listing), so at most ~5 MB of a mount's
+# ~200 MB; enough for 16,384 small files or 128 GiB of 8 MiB blocks. Beyond, hits of
+# the blocks forgotten cost a SQLite lookup, as without it.
+REMEMBERED_PATHS = 1 << 14
 # After a failed write (disk full...), how long to read uncached before trying again.
 WRITE_PAUSE_S = 30.0
 # diskcache's own size limit and culling are disabled: ours apply.
@@ -84,18 +94,6 @@ class BlockKey(NamedTuple):
     def stored_bytes(self) -> int:
         """Bytes this block occupies in the store (header, digests, data)."""
         return header_bytes(self.length) + self.length
-
-
-def header_bytes(length: int) -> int:
-    return _HEADER.size + DIGEST_BYTES * _chunks(length)
-
-
-def _chunks(length: int) -> int:
-    return max(1, -(-length // CHUNK_BYTES))
-
-
-def _digest(data: bytes | memoryview) -> bytes:
-    return hashlib.sha256(data).digest()[:DIGEST_BYTES]
 
 
 def _db_key(key: BlockKey) -> tuple:
@@ -175,34 +173,42 @@ class LruPolicy:
         return None
 
 
-class _BlockValue(NamedTuple):
-    header: bytes
-    data: bytes | memoryview
+class _ForeignEntry(NamedTuple):
+    """A row that is no block of this KEY_VERSION (an older objmount's): evictable only."""
+
+    db_key: Hashable
 
 
-class _BlockDisk(diskcache.Disk):
-    """diskcache's Disk for our values: a header then the data, written to a file of
-    its own; a partial file is removed, and the last file name is kept per thread so
-    the store can remove it if the row insert fails after the file was written."""
+class _RememberedPaths:
+    """Block file paths this process stored or found, least recently used dropped first.
 
-    def __init__(self, directory: str, **kwargs: Any) -> None:
-        super().__init__(directory, **kwargs)
-        self.local = threading.local()
+    Only hints (see the module docstring): a caller that fails to open one forgets it.
+    """
 
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> tuple:
-        if not isinstance(value, _BlockValue):
-            return super().store(value, read, key=key)
-        filename, full_path = self.filename(key, value)
-        self.local.filename = filename
-        os.makedirs(os.path.dirname(full_path), exist_ok=True)
-        try:
-            with open(full_path, "xb") as file:
-                file.write(value.header)
-                file.write(value.data)
-        except BaseException:
-            self.remove(filename)
-            raise
-        return len(value.header) + len(value.data), MODE_BINARY, filename, None
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._paths: OrderedDict[BlockKey, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: BlockKey) -> str | None:
+        with self._lock:
+            path = self._paths.get(key)
+            if path is not None:
+                self._paths.move_to_end(key)
+            return path
+
+    def remember(self, key: BlockKey, path: str) -> None:
+        with self._lock:
+            self._paths[key] = path
+            self._paths.move_to_end(key)
+            if len(self._paths) > self.max_entries:
+                self._paths.popitem(last=False)
+
+    def forget(self, key: BlockKey, path: str | None = None) -> None:
+        """Forget `key`'s path (only if it is still `path`, when given)."""
+        with self._lock:
+            if path is None or self._paths.get(key) == path:
+                self._paths.pop(key, None)
 
 
 @dataclass
@@ -236,9 +242,10 @@ class BlockStore:
         self.max_size_bytes = max_size_bytes
         self.policy: EvictionPolicy = policy if policy is not None else LruPolicy()
         self.counters = StoreCounters()
-        self._cache = diskcache.Cache(str(self.directory), disk=_BlockDisk,
+        self._cache = diskcache.Cache(str(self.directory), disk=BlockDisk,
                                       **_DISKCACHE_SETTINGS)
-        self._disk: _BlockDisk = self._cache.disk
+        self._disk: BlockDisk = self._cache.disk
+        self._paths = _RememberedPaths(REMEMBERED_PATHS)
         self._lock = threading.Lock()  # policy, pins, counters
         self._evicting = threading.Lock()
         self._pins: dict[BlockKey, int] = {}
@@ -280,17 +287,8 @@ class BlockStore:
         if not 0 <= start <= end <= key.length:
             raise ValueError(f"range [{start}, {end}) is outside block of {key.length} bytes")
         try:
-            file = self._cache.get(_db_key(key), read=True)
-        except _STORE_ERRORS as exc:
-            logs.once(log, logging.WARNING, f"cache-read:{type(exc).__name__}",
-                      "cannot read the block cache (reading from the store instead): %s", exc)
-            return None
-        if file is None:
-            return None
-        try:
-            with file:
-                return self._verified_range(file, key, start, end)
-        except _CorruptBlock as exc:
+            return self._read_file(key, start, end)
+        except CorruptBlock as exc:
             with self._lock:
                 self.counters.corrupt += 1
             logs.once(log, logging.WARNING, f"corrupt:{key}",
@@ -303,36 +301,44 @@ class BlockStore:
                       "cannot read the block cache (reading from the store instead): %s", exc)
             return None
 
-    @staticmethod
-    def _verified_range(file: Any, key: BlockKey, start: int, end: int) -> bytes:
-        header = file.read(_HEADER.size)
-        if len(header) != _HEADER.size:
-            raise _CorruptBlock("truncated header")
-        magic, chunk, length = _HEADER.unpack(header)
-        if magic != _MAGIC or chunk != CHUNK_BYTES or length != key.length:
-            raise _CorruptBlock("bad header")
-        count = max(1, -(-length // chunk))
-        digests = file.read(DIGEST_BYTES * count)
-        if len(digests) != DIGEST_BYTES * count:
-            raise _CorruptBlock("truncated digests")
-        if start == end:
-            return b""
-        first, last = start // chunk, (end - 1) // chunk
-        file.seek(_HEADER.size + len(digests) + first * chunk)
-        want = min(length, (last + 1) * chunk) - first * chunk
-        data = file.read(want)
-        if len(data) != want:
-            raise _CorruptBlock("truncated data")
-        view = memoryview(data)
-        for i in range(first, last + 1):
-            piece = view[(i - first) * chunk : (i - first + 1) * chunk]
-            expected = digests[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES]
-            if _digest(piece) != expected:
-                raise _CorruptBlock(f"checksum mismatch in chunk {i}")
-        offset = first * chunk
-        if start == offset and end - offset == len(data):
-            return data
-        return data[start - offset : end - offset]
+    def _read_file(self, key: BlockKey, start: int, end: int) -> bytes | None:
+        """Return bytes [start, end) of the block's file, verified; None on a miss.
+
+        Raises CorruptBlock, or OSError if the file opens but cannot be read.
+        """
+        found = self._open(key)
+        if found is None:
+            return None
+        path, fd = found
+        try:
+            data = read_verified(fd, key.length, start, end)
+        finally:
+            os.close(fd)
+        self._paths.remember(key, path)
+        return data
+
+    def _open(self, key: BlockKey) -> tuple[str, int] | None:
+        """Open the block's file: at its remembered path, else where SQLite says it is.
+
+        Returns (path, descriptor), or None on a miss (or an unreadable cache, logged once).
+        """
+        path = self._paths.get(key)
+        if path is not None:
+            try:
+                return path, open_block(path)
+            except OSError:  # evicted (or replaced) by another process
+                self._paths.forget(key, path)
+        try:
+            path = self._cache.get(_db_key(key), read=True)  # BlockDisk: the file's path
+            if path is None:
+                return None
+            return path, open_block(path)
+        except FileNotFoundError:  # removed since the lookup
+            return None
+        except _STORE_ERRORS as exc:
+            logs.once(log, logging.WARNING, f"cache-read:{type(exc).__name__}",
+                      "cannot read the block cache (reading from the store instead): %s", exc)
+            return None
 
     # Writes.
 
@@ -349,20 +355,15 @@ class BlockStore:
             return False
         try:
             self._evict(self.max_size_bytes - size)
-            view = memoryview(data)
-            digests = b"".join(
-                _digest(view[i : i + CHUNK_BYTES]) for i in range(0, max(1, len(data)),
-                                                                  CHUNK_BYTES)
-            )
-            header = _HEADER.pack(_MAGIC, CHUNK_BYTES, len(data)) + digests
             self._disk.local.filename = None
-            self._cache.set(_db_key(key), _BlockValue(header, data))
+            self._cache.set(_db_key(key), BlockValue(header(data), data))
         except _STORE_ERRORS as exc:
             filename = getattr(self._disk.local, "filename", None)
             if filename:
                 self._disk.remove(filename)  # the file was written, its row was not
             self._write_failed(exc)
             return False
+        self._paths.remember(key, os.path.join(self._cache.directory, self._disk.local.filename))
         with self._lock:
             self.counters.writes += 1
             self.policy.inserted(key)
@@ -392,10 +393,14 @@ class BlockStore:
 
     def discard(self, key: BlockKey) -> bool:
         """Remove one block; return True if it was stored."""
+        self._paths.forget(key)
+        return self._delete(key, _db_key(key))
+
+    def _delete(self, policy_key: Hashable, db_key: Hashable) -> bool:
         with self._lock:
-            self.policy.removed(key)
+            self.policy.removed(policy_key)
         try:
-            return self._cache.delete(_db_key(key))
+            return self._cache.delete(db_key)
         except _STORE_ERRORS:
             return False
 
@@ -452,26 +457,36 @@ class BlockStore:
                     rescanned = True
                     total = self.stored_bytes()
                     continue
-                assert isinstance(victim, BlockKey)
-                if self.discard(victim):
+                if isinstance(victim, BlockKey):
+                    removed, freed = self.discard(victim), victim.stored_bytes()
+                else:  # a _ForeignEntry: its size is in its row only
+                    assert isinstance(victim, _ForeignEntry)
+                    removed, freed = self._delete(victim, victim.db_key), None
+                if removed:
                     with self._lock:
                         self.counters.evicted += 1
-                    total -= victim.stored_bytes()
-                else:  # gone already (another process evicted it): recount
+                if removed and freed is not None:
+                    total -= freed
+                else:  # gone already (another process evicted it), or unknown: recount
                     total = self.stored_bytes()
 
     def _discover(self) -> None:
-        keys = list(self.stored_keys())  # in store order: oldest first
+        entries = list(self._entries())  # in store order: oldest first
         with self._lock:
-            self.policy.discovered(keys)
+            self.policy.discovered(entries)
+
+    def _entries(self) -> Iterator[BlockKey | _ForeignEntry]:
+        """Yield every row's key, oldest stored first: a BlockKey, else a _ForeignEntry."""
+        for db_key in self._cache:
+            key = _block_key(db_key)
+            yield _ForeignEntry(db_key) if key is None else key
 
     # Whole-store operations (the cache commands).
 
     def stored_keys(self) -> Iterator[BlockKey]:
         """Yield every block key, oldest stored first (other entries are skipped)."""
-        for db_key in self._cache:
-            key = _block_key(db_key)
-            if key is not None:
+        for key in self._entries():
+            if isinstance(key, BlockKey):
                 yield key
 
     def usage(self) -> list[SourceUsage]:
@@ -487,10 +502,16 @@ class BlockStore:
         )
 
     def clear(self, source: str | None = None) -> int:
-        """Remove every block (of `source` only, if given); return how many were removed."""
-        return sum(
-            self.discard(key) for key in list(self.stored_keys()) if source in (None, key.source)
-        )
+        """Remove every block (of `source` only, if given; else rows of other key versions
+        too); return how many were removed."""
+        removed = 0
+        for entry in list(self._entries()):
+            if isinstance(entry, BlockKey):
+                if source in (None, entry.source):
+                    removed += self.discard(entry)
+            elif source is None:
+                removed += self._delete(entry, entry.db_key)
+        return removed
 
     def verify(self, progress: Callable[[BlockKey, bool], None] | None = None) -> tuple[int, int]:
         """Re-check every block's checksums and drop the bad ones; return (checked, dropped).
@@ -500,13 +521,10 @@ class BlockStore:
         checked = dropped = 0
         for key in list(self.stored_keys()):
             try:
-                file = self._cache.get(_db_key(key), read=True)
-                if file is None:
+                if self._read_file(key, 0, key.length) is None:
                     continue
-                with file:
-                    self._verified_range(file, key, 0, key.length)
                 good = True
-            except _CorruptBlock:
+            except CorruptBlock:
                 good = False
             except OSError:
                 continue
@@ -539,6 +557,3 @@ def open_store(directory: Path, max_size_bytes: int) -> BlockStore | None:
             "(choose another with --cache-dir, or mount with --cache-mode off)"
         ) from None
 
-
-class _CorruptBlock(Exception):
-    """A stored block does not match its header or checksums."""

@@ -11,7 +11,8 @@ import diskcache
 import pytest
 
 from objmount.cache import blocks
-from objmount.cache.blocks import CHUNK_BYTES, BlockKey, BlockStore, LruPolicy, open_store
+from objmount.cache.blockfile import CHUNK_BYTES, ONE_READ_BYTES
+from objmount.cache.blocks import BlockKey, BlockStore, LruPolicy, open_store
 from objmount.errors import ConfigError
 
 KiB = 1 << 10
@@ -43,8 +44,13 @@ def block_files(directory: Path) -> list[Path]:
     return sorted(directory.rglob("*.val"))
 
 
-def test_a_stored_block_reads_back_whole_and_by_range(store: BlockStore) -> None:
-    k = key("a", length=3 * CHUNK_BYTES + 5)
+# A block read with its header in one pread, and one read in two (header, then data).
+SIZES = [3 * CHUNK_BYTES + 5, ONE_READ_BYTES + CHUNK_BYTES + 5]
+
+
+@pytest.mark.parametrize("length", SIZES)
+def test_a_stored_block_reads_back_whole_and_by_range(store: BlockStore, length: int) -> None:
+    k = key("a", length=length)
     data = os.urandom(k.length)
     assert store.put(k, data)
     assert store.read_block(k) == data
@@ -72,11 +78,13 @@ def test_blocks_persist_across_reopening(tmp_path: Path) -> None:
     assert list(second.stored_keys()) == [key("a")]
 
 
+@pytest.mark.parametrize("length", SIZES)
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
 def test_a_corrupt_block_file_is_dropped_and_reads_as_a_miss(
-    store: BlockStore, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+    store: BlockStore, tmp_path: Path, damage: str, length: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    k = key("a", length=2 * CHUNK_BYTES)
+    k = key("a", length=length)
     store.put(k, payload(5, k.length))
     (path,) = block_files(tmp_path / "cache")
     raw = bytearray(path.read_bytes())
@@ -96,6 +104,89 @@ def test_a_corrupt_block_file_is_dropped_and_reads_as_a_miss(
     # Refetched and stored again, it reads fine.
     assert store.put(k, payload(5, k.length))
     assert store.read_block(k) == payload(5, k.length)
+
+
+def test_block_files_live_one_level_down_in_directories_that_stay(
+    store: BlockStore, tmp_path: Path
+) -> None:
+    for name in "abcdefgh":
+        store.put(key(name, length=10 * KiB), payload(1, 10 * KiB))
+    files = block_files(tmp_path / "cache")
+    assert len(files) == 8
+    for path in files:
+        assert path.parent.parent == tmp_path / "cache"
+        assert len(path.parent.name) == 2 and int(path.parent.name, 16) < 256
+    store.clear()
+    assert block_files(tmp_path / "cache") == []
+    assert all(path.parent.is_dir() for path in files)
+
+
+def test_a_block_stored_by_another_process_is_found(tmp_path: Path) -> None:
+    ours = BlockStore(tmp_path, max_size_bytes=MiB)
+    other = BlockStore(tmp_path, max_size_bytes=MiB)
+    assert ours.read_block(key("a")) is None
+    other.put(key("a"), payload(1, 100 * KiB))
+    assert ours.read_block(key("a")) == payload(1, 100 * KiB)
+
+
+def test_a_block_another_process_evicted_reads_as_a_miss_and_can_be_stored_again(
+    tmp_path: Path,
+) -> None:
+    ours = BlockStore(tmp_path, max_size_bytes=MiB)
+    other = BlockStore(tmp_path, max_size_bytes=MiB)
+    ours.put(key("a"), payload(1, 100 * KiB))
+    assert ours.read_block(key("a")) is not None  # its path is remembered now
+    assert other.discard(key("a"))
+    assert ours.read_block(key("a")) is None
+    assert ours.counters.misses == 1 and ours.counters.corrupt == 0
+    assert ours.put(key("a"), payload(1, 100 * KiB))
+    assert other.read_block(key("a")) == payload(1, 100 * KiB)
+
+
+def test_a_block_another_process_replaced_is_read_from_its_new_file(tmp_path: Path) -> None:
+    ours = BlockStore(tmp_path, max_size_bytes=MiB)
+    other = BlockStore(tmp_path, max_size_bytes=MiB)
+    ours.put(key("a"), payload(1, 100 * KiB))
+    other.discard(key("a"))
+    other.put(key("a"), payload(1, 100 * KiB))
+    assert ours.read_block(key("a")) == payload(1, 100 * KiB)
+    assert ours.counters.hits == 1
+
+
+def old_version_entries(directory: Path, count: int, length: int) -> None:
+    """Rows as an objmount of key version b1 wrote them (diskcache's own file layout)."""
+    cache = diskcache.Cache(str(directory), **blocks._DISKCACHE_SETTINGS)
+    for i in range(count):
+        cache.set(("b1", "s3:http://x/c", f"old{i}", "e1", 0, length), payload(i, length))
+    cache.close()
+
+
+def test_entries_of_an_older_key_version_miss_and_are_evicted_first(tmp_path: Path) -> None:
+    old_version_entries(tmp_path, 3, 100 * KiB)
+    assert len(block_files(tmp_path)) == 3
+    size = key("x").stored_bytes()
+    store = BlockStore(tmp_path, max_size_bytes=3 * size)
+    assert store.read_block(BlockKey("s3:http://x/c", "old0", "e1", 0, 100 * KiB)) is None
+    assert list(store.stored_keys()) == []
+    for name in "ab":
+        assert store.put(key(name), payload(1, 100 * KiB))
+    assert store.stored_bytes() <= 3 * size
+    assert {k.key for k in store.stored_keys()} == {"a", "b"}
+    store.put(key("c"), payload(1, 100 * KiB))
+    assert {k.key for k in store.stored_keys()} == {"a", "b", "c"}
+    assert store.block_count() == 3
+    # diskcache's two-level directories go with their last file.
+    assert [p for p in tmp_path.glob("*/*") if p.is_dir()] == []
+
+
+def test_clearing_everything_removes_entries_of_older_key_versions(tmp_path: Path) -> None:
+    old_version_entries(tmp_path, 2, 10 * KiB)
+    store = BlockStore(tmp_path, max_size_bytes=MiB)
+    store.put(key("a", length=10 * KiB), payload(1, 10 * KiB))
+    assert store.clear("s3:http://x/c") == 1
+    assert store.block_count() == 2
+    assert store.clear() == 2
+    assert store.block_count() == 0 and block_files(tmp_path) == []
 
 
 def test_a_range_read_verifies_only_the_chunks_it_touches(

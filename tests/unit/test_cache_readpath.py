@@ -12,7 +12,7 @@ import trio
 
 from objmount.backends.base import ETagMismatch, ObjectInfo
 from objmount.backends.runner import Runner
-from objmount.cache import blocks
+from objmount.cache import blockfile, blocks
 from objmount.cache.blocks import BlockStore
 from objmount.cache.readpath import CachedReadPath
 from objmount.cache.settings import CacheOptions
@@ -213,7 +213,7 @@ async def test_a_full_cache_disk_degrades_to_uncached_reads_with_one_warning(
     def disk_full(*_args: object, **_kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(blocks._BlockDisk, "store", disk_full)
+    monkeypatch.setattr(blockfile.BlockDisk, "store", disk_full)
     with caplog.at_level(logging.WARNING):
         async with cached_path(backend, tmp_path) as path:
             for name in ("big.bin", "small.jpg", "big.bin"):
