@@ -5,6 +5,7 @@ MountpointErrors with the fix in them.
 """
 
 import contextlib
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -50,16 +51,14 @@ def mount_device(path: Path) -> str | None:
     with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
         for line in mountinfo:
             fields = line.split()
-            if len(fields) > 4 and _unescape(fields[4]) == target:
+            if len(fields) > 4 and unescape_mount_field(fields[4]) == target:
                 return fields[2]
     return None
 
 
-def _unescape(field: str) -> str:
-    """Undo the octal escapes (space, tab, newline, backslash) of /proc mount tables."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
+def unescape_mount_field(field: str) -> str:
+    """Undo the octal escapes of /proc mount tables (\\040 for a space, \\134 for '\\'...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def check_allow_other(euid: int, fuse_conf: Path = FUSE_CONF) -> None:

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple, Protocol
 import diskcache
 
 from objmount import log as logs
+from objmount.backends.base import ObjectInfo
 from objmount.cache.blockfile import (
     BlockDisk,
     BlockValue,
@@ -104,6 +105,15 @@ def _block_key(db_key: object) -> BlockKey | None:
     if isinstance(db_key, tuple) and len(db_key) == 6 and db_key[0] == KEY_VERSION:
         return BlockKey(*db_key[1:])
     return None
+
+
+def block_key(source: str, obj: ObjectInfo, block_size: int, index: int) -> BlockKey:
+    """Return the key of block `index` of `obj` cut in `block_size` blocks (a mount, a
+    warm-up and directory read-ahead all name blocks this way). Without an ETag, size
+    and mtime stand in for the version."""
+    version = obj.etag or f"size={obj.size},mtime_ns={obj.mtime_ns}"
+    start = index * block_size
+    return BlockKey(source, obj.key, version, start, min(obj.size, start + block_size))
 
 
 def source_id(kind: str, endpoint: str, container: str) -> str:

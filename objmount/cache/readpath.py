@@ -26,7 +26,7 @@ import trio
 from objmount import log as logs
 from objmount.backends.base import Backend, BackendError, ObjectInfo
 from objmount.backends.runner import Runner
-from objmount.cache.blocks import BlockKey, BlockStore, open_store
+from objmount.cache.blocks import BlockKey, BlockStore, block_key, open_store
 from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.memory import HotTier, MemoryBudget
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
@@ -131,7 +131,7 @@ class CachedReadPath:
 
     async def fetch_ahead(self, obj: ObjectInfo) -> None:
         """Bring a one-block object into the disk cache unless it is there or on its way."""
-        key = _ObjectBlocks(self, obj).key(0)
+        key = block_key(self.source, obj, self.options.block_size_bytes, 0)
         if key in self.hot or key in self._flights:
             return
         if self.store is not None and await self.disk_runner.call_once(self.store.contains, key):
@@ -270,13 +270,9 @@ class _ObjectBlocks:
         self.path = path
         self.obj = obj
         self.block_size = path.options.block_size_bytes
-        # Without an ETag, size and mtime stand in for the version.
-        self.version = obj.etag or f"size={obj.size},mtime_ns={obj.mtime_ns}"
 
     def key(self, index: int) -> BlockKey:
-        start = index * self.block_size
-        end = min(self.obj.size, start + self.block_size)
-        return BlockKey(self.path.source, self.obj.key, self.version, start, end)
+        return block_key(self.path.source, self.obj, self.block_size, index)
 
     async def fetch_block(self, index: int) -> bytes:
         return await self.path.fetch_block(self.obj, self.key(index))

@@ -10,19 +10,21 @@ thread with a deadline, so a hung mount cannot hang a command.
 import contextlib
 import json
 import os
-import re
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import diskcache.core
 
 from objmount.cache.blocks import BlockStore
-from objmount.cache.warmup import WarmProgress
 from objmount.errors import ObjmountError
+from objmount.mountpoint import unescape_mount_field
+
+if TYPE_CHECKING:  # warmup imports trio: loaded only when `warm` runs
+    from objmount.cache.warmup import WarmProgress
 
 STATS_XATTR = "user.objmount.stats"
 MOUNT_XATTR = "user.objmount.mount"
@@ -62,13 +64,8 @@ def objmount_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]
     for line in mountinfo.read_text(encoding="utf-8").splitlines():
         fields, _, rest = line.partition(" - ")
         if rest.split(" ", 1)[0] == "fuse.objmount":
-            found.append(_unescape_octal(fields.split()[4]))
+            found.append(unescape_mount_field(fields.split()[4]))
     return found
-
-
-def _unescape_octal(field: str) -> str:
-    """Undo /proc's octal escapes (\\040 for a space...)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def root_xattr(mountpoint: str, name: str, timeout_s: float = XATTR_TIMEOUT_S) -> dict | None:
@@ -207,7 +204,7 @@ class ProgressBar:
         self.tty = out.isatty()
         self._last = 0.0
 
-    def update(self, p: WarmProgress, final: bool = False) -> None:
+    def update(self, p: "WarmProgress", final: bool = False) -> None:
         now = time.monotonic()
         if not final and now - self._last < (0.2 if self.tty else 10.0):
             return
@@ -219,7 +216,7 @@ class ProgressBar:
             self.out.write(line + "\n")
         self.out.flush()
 
-    def render(self, p: WarmProgress) -> str:
+    def render(self, p: "WarmProgress") -> str:
         done = p.bytes_done / p.bytes_total if p.bytes_total else 1.0
         filled = int(self.WIDTH * done)
         rate = p.bytes_fetched / p.elapsed_s if p.elapsed_s > 0 else 0.0
@@ -231,7 +228,7 @@ class ProgressBar:
                 f"{human_bytes(rate)}/s  ETA {eta}")
 
 
-def warm_summary(p: WarmProgress) -> str:
+def warm_summary(p: "WarmProgress") -> str:
     """Return the lines printed after a warm-up."""
     rate = p.bytes_fetched / p.elapsed_s if p.elapsed_s > 0 else 0.0
     lines = [

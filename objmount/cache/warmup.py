@@ -23,7 +23,7 @@ import trio
 
 from objmount.backends.base import Backend, BackendError, ObjectInfo, list_all
 from objmount.backends.runner import Runner
-from objmount.cache.blocks import BlockKey, BlockStore
+from objmount.cache.blocks import BlockKey, BlockStore, block_key
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,8 @@ class WarmProgress:
 
 def block_keys(source: str, obj: ObjectInfo, block_size: int) -> list[BlockKey]:
     """Return the keys of every block of `obj`, as a mount with `block_size` names them."""
-    version = obj.etag or f"size={obj.size},mtime_ns={obj.mtime_ns}"
-    return [
-        BlockKey(source, obj.key, version, start, min(obj.size, start + block_size))
-        for start in range(0, obj.size, block_size)
-    ]
+    return [block_key(source, obj, block_size, index)
+            for index in range(-(-obj.size // block_size))]
 
 
 def list_objects(backend: Backend, prefix: str) -> list[ObjectInfo]:
