@@ -3,6 +3,7 @@
 The parent re-executes objmount without --daemon, in a new session, and waits
 on a pipe: the child writes `ok` once the FUSE mount exists, or `error: ...`
 with the one-line reason it could not mount. The parent exits 0 only on `ok`.
+The child's stderr goes to --log-file, opened as privately as the log itself.
 """
 
 import os
@@ -12,16 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+from objmount import log as logsetup
 from objmount.errors import ObjmountError
 
 READY_FD_ENV = "OBJMOUNT_READY_FD"
 
 
 def start_daemon(args: list[str], log_file: Path | None, timeout_s: float) -> int:
-    """Start `objmount <args>` detached; return its pid once mounted, or raise its error."""
+    """Start `objmount <args>` detached; return its pid once mounted, or raise its error.
+
+    Raises ConfigError if `log_file` cannot be opened privately (logsetup.open_log_file).
+    """
+    stderr = logsetup.open_log_file(log_file) if log_file else subprocess.DEVNULL
     read_fd, write_fd = os.pipe()
     env = dict(os.environ, **{READY_FD_ENV: str(write_fd)})
-    stderr = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     try:
         child = subprocess.Popen(
             [sys.executable, "-m", "objmount", *args],
@@ -35,7 +40,7 @@ def start_daemon(args: list[str], log_file: Path | None, timeout_s: float) -> in
     finally:
         os.close(write_fd)
         if log_file:
-            stderr.close()
+            os.close(stderr)
     message = _read_message(read_fd, timeout_s)
     if message == "ok":
         return child.pid

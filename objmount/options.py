@@ -16,8 +16,11 @@ ConfigOpt = Annotated[
 ]
 VerboseOpt = Annotated[
     int,
-    typer.Option("-v", "--verbose", count=True, help="More logging: -v info, -vv debug."),
+    typer.Option("-v", "--verbose", count=True, help="More logging: -v info, -vv debug, -vvv "
+                 "also the SDKs' requests (keys, tokens and passwords masked)."),
 ]
 LogFileOpt = Annotated[
-    Path | None, typer.Option("--log-file", help="Write logs to this file instead of stderr.")
+    Path | None,
+    typer.Option("--log-file", help="Write logs to this file instead of stderr (appended to; "
+                 "created 0600; a symlink or another user's file is refused)."),
 ]
