@@ -7,13 +7,16 @@ a remote on their own. A target names a remote, a container and an optional
 prefix: `remote:container/some/prefix`; `:s3:bucket` and `:swift:container`
 name an unnamed remote configured from the environment alone.
 
-Invariant: secret values are registered for log redaction as soon as they are
-read, and never appear in a Remote's repr or in `describe()`.
+Invariant: only options on the allow-list of the remote's type (PUBLIC_KEYS)
+appear in a Remote's repr or in `describe()`, URLs without userinfo or query;
+every other value is masked there and registered for log redaction as soon as
+it is read.
 """
 
 import configparser
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +27,57 @@ from objmount.errors import ConfigError
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "OBJMOUNT_CONFIG_"
-SECRET_KEYS = frozenset(
-    {
-        "secret_access_key",
-        "session_token",
-        "key",
-        "application_credential_secret",
-        "auth_token",
-    }
-)
+# Options that are safe to print, per rclone backend type: names, places, switches
+# and identifiers, never a key, password, token or a file's content. `remotes`
+# masks every other option (an rclone-obscured `pass` is reversible by anyone, an
+# SSE-C key or a service account's JSON is the credential itself), so an option
+# this list does not know is hidden, not shown.
+_COMMON_PUBLIC = frozenset({"type", "description", "provider", "env_auth", "region", "endpoint"})
+PUBLIC_KEYS: dict[str, frozenset[str]] = {
+    "s3": frozenset({
+        "access_key_id", "location_constraint", "acl", "bucket_acl", "storage_class",
+        "server_side_encryption", "sse_customer_algorithm", "force_path_style", "v2_auth",
+        "use_accelerate_endpoint", "profile", "shared_credentials_file", "chunk_size",
+        "upload_cutoff", "list_chunk", "list_version", "no_check_bucket", "no_head",
+        "disable_checksum",
+    }),
+    "swift": frozenset({
+        "user", "user_id", "domain", "tenant", "tenant_id", "tenant_domain", "auth",
+        "auth_version", "endpoint_type", "storage_url", "storage_policy",
+        "application_credential_id", "application_credential_name", "no_large_objects",
+        "no_chunk", "chunk_size", "leave_parts_on_error", "fetch_until_empty_page",
+    }),
+    "azureblob": frozenset({
+        "account", "tenant", "client_id", "use_msi", "msi_object_id", "msi_client_id",
+        "use_emulator", "access_tier", "chunk_size", "upload_cutoff", "list_chunk",
+    }),
+    "google cloud storage": frozenset({
+        "client_id", "project_number", "user_project", "service_account_file",
+        "object_acl", "bucket_acl", "bucket_policy_only", "location", "storage_class",
+        "anonymous", "directory_markers",
+    }),
+    "b2": frozenset({"account", "hard_delete", "versions", "chunk_size", "upload_cutoff"}),
+    "webdav": frozenset({"url", "vendor", "user"}),
+    "sftp": frozenset({
+        "host", "user", "port", "key_file", "pubkey_file", "known_hosts_file",
+        "key_use_agent", "use_insecure_cipher", "disable_hashcheck", "shell_type",
+    }),
+    "ftp": frozenset({"host", "user", "port", "tls", "explicit_tls", "no_check_certificate"}),
+    "http": frozenset({"url", "no_slash", "no_head"}),
+    "local": frozenset({"nounc", "copy_links", "links", "one_file_system"}),
+    "alias": frozenset({"remote"}),
+    "crypt": frozenset({"remote", "filename_encryption", "directory_name_encryption"}),
+}
+PUBLIC_KEYS["gcs"] = PUBLIC_KEYS["google cloud storage"]
+# Options whose value is a URL: shown without userinfo and query string.
+_URL_KEYS = frozenset({"endpoint", "auth", "storage_url", "url"})
+# Values of masked options that are no secret (and too common to redact from logs).
+_PLAIN_VALUE = re.compile(r"(?i)true|false|yes|no|on|off|[0-9.]+[kmgtp]?i?b?")
+
+
+def is_public(remote_type: str, key: str) -> bool:
+    """Return True if option `key` of a `remote_type` remote may be printed as it is."""
+    return key in _COMMON_PUBLIC or key in PUBLIC_KEYS.get(remote_type.lower(), ())
 
 
 @dataclass(frozen=True)
@@ -52,13 +97,17 @@ class Remote:
         return self.get(key, "false").strip().lower() in ("true", "1", "yes", "on")
 
     def describe(self) -> str:
-        """Return `name (type): key=value ...` with secrets shown as ***."""
+        """Return `name (type): key=value ...`: public options as they are (URLs without
+        userinfo and query), every other option as ***."""
         shown = " ".join(
-            f"{k}={'***' if k in SECRET_KEYS else v}"
-            for k, v in sorted(self.options.items())
-            if k != "type"
+            f"{k}={self._shown(k, v)}" for k, v in sorted(self.options.items()) if k != "type"
         )
         return f"{self.name} ({self.type}){': ' + shown if shown else ''}"
+
+    def _shown(self, key: str, value: str) -> str:
+        if not is_public(self.type, key):
+            return "***"
+        return logsetup.redact_url(value) if key in _URL_KEYS else value
 
     def __repr__(self) -> str:
         return f"Remote({self.describe()})"
@@ -103,10 +152,21 @@ def load_remotes(
         sections.setdefault(name, {}).update(values)
     remotes = {}
     for name, values in sections.items():
-        for key in SECRET_KEYS & values.keys():
-            logsetup.register_secret(values[key])
-        remotes[name] = Remote(name=name, type=values.get("type", ""), options=values)
+        remote = Remote(name=name, type=values.get("type", ""), options=values)
+        _register_secrets(remote)
+        remotes[name] = remote
     return remotes
+
+
+def _register_secrets(remote: Remote) -> None:
+    """Register for log redaction every value `describe` masks (booleans and sizes
+    aside), and the secret parts of public URLs."""
+    for key, value in remote.options.items():
+        if not is_public(remote.type, key):
+            if not _PLAIN_VALUE.fullmatch(value.strip()):
+                logsetup.register_secret(value.strip())
+        elif key in _URL_KEYS:
+            logsetup.register_url(value)
 
 
 def _read_ini(path: Path) -> dict[str, dict[str, str]]:

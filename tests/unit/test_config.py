@@ -1,5 +1,7 @@
 """Remotes from rclone.conf and OBJMOUNT_CONFIG_* variables; targets from the command line."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,119 @@ def test_an_unknown_type_names_the_supported_ones(tmp_path: Path) -> None:
     target = parse_target("f:x", load_remotes(path, env={}))
     with pytest.raises(ConfigError, match=r"supported types: .*s3"):
         open_backend(target, Timeouts())
+
+
+# Remotes of several rclone backends, each with its secret-bearing options (the values
+# all contain SECRET) and options that are safe to show (values contain SHOWN).
+BACKENDS_CONF = """\
+[aws]
+type = s3
+provider = AWS
+access_key_id = AKIA-SHOWN
+secret_access_key = s3-SECRET-key
+session_token = s3-SECRET-token
+sse_customer_key = s3-SECRET-ssec
+sse_customer_key_base64 = s3-SECRET-ssec64
+sse_customer_key_md5 = s3-SECRET-md5
+sse_kms_key_id = arn:aws:kms:SECRET
+region = SHOWN-region
+endpoint = https://SECRET-user:SECRET-pw@s3.SHOWN.example?SECRET=1
+
+[openstack]
+type = swift
+user = SHOWN-user
+key = swift-SECRET-password
+auth = https://keystone.SHOWN.example:5000/v3
+auth_token = swift-SECRET-token
+application_credential_id = SHOWN-cred-id
+application_credential_secret = swift-SECRET-app
+
+[azure]
+type = azureblob
+account = SHOWN-account
+key = azure-SECRET-key
+sas_url = https://SHOWN.blob.example/c?sig=azure-SECRET-sas
+client_id = SHOWN-client
+client_secret = azure-SECRET-client
+client_certificate_password = azure-SECRET-certpass
+service_principal_file = /home/SECRET/sp.json
+
+[google]
+type = google cloud storage
+project_number = SHOWN-project
+client_secret = gcs-SECRET-client
+token = {"access_token":"gcs-SECRET-access","refresh_token":"gcs-SECRET-refresh"}
+service_account_credentials = {"private_key": "gcs-SECRET-private"}
+
+[backblaze]
+type = b2
+account = SHOWN-keyid
+key = b2-SECRET-appkey
+
+[dav]
+type = webdav
+url = https://SECRET-u:SECRET-p@dav.SHOWN.example/remote.php
+vendor = nextcloud
+user = SHOWN-davuser
+pass = dav-SECRET-obscured
+bearer_token = dav-SECRET-bearer
+
+[box]
+type = sftp
+host = sftp.SHOWN.example
+user = SHOWN-sftpuser
+pass = sftp-SECRET-obscured
+key_pem = -----BEGIN-SECRET-KEY-----
+key_file_pass = sftp-SECRET-keypass
+
+[vault]
+type = crypt
+remote = aws:SHOWN-bucket
+password = crypt-SECRET-obscured
+password2 = crypt-SECRET-salt
+
+[other]
+type = someday
+some_option = other-SECRET-value
+"""
+
+
+@pytest.fixture
+def backends_conf(tmp_path: Path) -> Path:
+    path = tmp_path / "rclone.conf"
+    path.write_text(BACKENDS_CONF)
+    return path
+
+
+def test_remotes_show_only_the_public_options_of_every_backend(backends_conf: Path) -> None:
+    described = "\n".join(r.describe() for r in load_remotes(backends_conf, env={}).values())
+    assert "SECRET" not in described
+    for shown in ("access_key_id=AKIA-SHOWN", "region=SHOWN-region",
+                  "endpoint=https://***@s3.SHOWN.example?***", "user=SHOWN-user",
+                  "auth=https://keystone.SHOWN.example:5000/v3",
+                  "application_credential_id=SHOWN-cred-id", "account=SHOWN-account",
+                  "client_id=SHOWN-client", "project_number=SHOWN-project",
+                  "account=SHOWN-keyid", "url=https://***@dav.SHOWN.example/remote.php",
+                  "host=sftp.SHOWN.example", "remote=aws:SHOWN-bucket"):
+        assert shown in described
+    for masked in ("secret_access_key", "sse_customer_key", "sse_kms_key_id", "key", "sas_url",
+                   "client_secret", "token", "service_account_credentials", "pass",
+                   "bearer_token", "key_pem", "password", "some_option"):
+        assert f" {masked}=***" in described
+
+
+def test_every_masked_value_is_registered_for_redaction(backends_conf: Path) -> None:
+    load_remotes(backends_conf, env={})
+    secrets = [line.partition(" = ")[2] for line in BACKENDS_CONF.splitlines()
+               if "SECRET" in line and not line.startswith(("endpoint", "url"))]
+    assert logs.redact(" ".join(secrets)) == " ".join(["***"] * len(secrets))
+    assert logs.redact("via https://SECRET-u:SECRET-p@dav") == "via https://SECRET-u:***@dav"
+
+
+def test_the_remotes_command_prints_no_secret(backends_conf: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "objmount", "remotes", "--config",
+                             str(backends_conf)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 9
+    assert "SECRET" not in result.stdout + result.stderr
+    assert "dav (webdav): bearer_token=*** pass=*** url=https://***@" in result.stdout
