@@ -26,7 +26,9 @@ import boto3
 import botocore.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config
+from botocore.credentials import Credentials
 
+from objmount import log as logsetup
 from objmount.backends import Timeouts
 from objmount.backends.base import (
     SEGMENT_STREAMS,
@@ -64,6 +66,26 @@ _MIN_PART_BYTES = 5 << 20
 _MAX_PARTS = 10_000
 
 
+def _register_credentials(credentials: Credentials | None) -> None:
+    """Register the secret key and session token boto3 resolved (env_auth: from the
+    environment, a profile, an assumed role...) for log redaction.
+
+    The access key id stays readable: it only names the key (every request carries
+    it in clear, in its Authorization header), and which key was used is worth
+    seeing in a log. Tokens that botocore refreshes later are masked by log.py's field rules.
+    Blocks while an assumed role's first credentials are fetched (before any mount
+    is live); a failure is left for the first request to report, translated.
+    """
+    if credentials is None:
+        return
+    try:
+        frozen = credentials.get_frozen_credentials()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return
+    logsetup.register_secret(frozen.secret_key)
+    logsetup.register_secret(frozen.token)
+
+
 class S3Backend:
     """One S3 bucket; methods block and raise only objmount.backends.base errors."""
 
@@ -98,6 +120,7 @@ class S3Backend:
         # GETs skip boto3's ~1 ms of CPU per request (s3_get.py); None: boto3 for all.
         self.getter: S3Getter | None = None
         credentials = session.get_credentials() if signed else None
+        _register_credentials(credentials)
         if (credentials or not signed) and lean_get_supported(self.client.meta.endpoint_url):
             self.getter = S3Getter(self.client.meta.endpoint_url, bucket, self.region,
                                    credentials, timeouts, path_style=bool(self.endpoint))

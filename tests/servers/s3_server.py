@@ -2,7 +2,9 @@
 
 moto checks signatures only once IAM is in use: the first few requests are
 unauthenticated (INITIAL_NO_AUTH_ACTION_COUNT) and create a user with an access
-key and an allow-all policy; every later request must be signed with that key.
+key and an allow-all policy; every later request must be signed with that key,
+or with temporary credentials of a role assumed through STS, whose session token
+moto checks on every request too.
 """
 
 import json
@@ -18,6 +20,7 @@ from tests.servers.net import free_port, port_open, wait_until
 
 # create_user, create_access_key, create_policy, attach_user_policy
 _SETUP_ACTIONS = 4
+_ROLE = "objmount-test-role"
 
 
 class MotoS3Server:
@@ -28,7 +31,7 @@ class MotoS3Server:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.region = "us-east-1"
-        self.access_key = self.secret_key = ""
+        self.access_key = self.secret_key = self._policy_arn = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "MotoS3Server":
@@ -53,9 +56,32 @@ class MotoS3Server:
                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
             }),
         )
-        iam.attach_user_policy(UserName="objmount-test", PolicyArn=policy["Policy"]["Arn"])
+        self._policy_arn = policy["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="objmount-test", PolicyArn=self._policy_arn)
         self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
         return self
+
+    def temporary_credentials(self) -> tuple[str, str, str]:
+        """Assume an allow-all role through STS; return its access key, secret key and
+        session token (what AWS_* variables hold for env_auth)."""
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+        iam = session.client("iam", endpoint_url=self.endpoint)
+        try:
+            role = iam.get_role(RoleName=_ROLE)["Role"]
+        except iam.exceptions.NoSuchEntityException:
+            trust = {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}
+            role = iam.create_role(RoleName=_ROLE,
+                                   AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+            iam.attach_role_policy(RoleName=_ROLE, PolicyArn=self._policy_arn)
+        sts = session.client("sts", endpoint_url=self.endpoint)
+        granted = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="objmount-test")
+        credentials = granted["Credentials"]
+        return (credentials["AccessKeyId"], credentials["SecretAccessKey"],
+                credentials["SessionToken"])
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
