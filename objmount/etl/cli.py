@@ -3,9 +3,13 @@
 Parses and validates, calls the stage, prints its report on stderr. Failures
 are ObjmountErrors, which objmount.cli.main prints as one line. `run` resolves
 the layout and the target before downloading anything, so a typo fails at once.
+A download URL may come from the environment (--url-env, OBJMOUNT_ETL_URL, or
+`${NAME}` in a pipeline file) rather than argv, which every local user can read.
 """
 
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -15,13 +19,19 @@ from objmount import log as logsetup
 from objmount.backends import Timeouts, open_backend
 from objmount.backends.base import SEGMENT_STREAMS
 from objmount.config import Target, load_remotes, parse_target
-from objmount.errors import EtlError
+from objmount.errors import ConfigError, EtlError
 from objmount.etl.extract import extract
 from objmount.etl.load import LoadOptions, MiB, load
-from objmount.etl.pipeline import expand_target, read_pipeline
+from objmount.etl.pipeline import expand_variables, read_pipeline
 from objmount.etl.transform import Layout, resolve_layout, transform
+from objmount.log import redact_url
 from objmount.options import ConfigOpt, VerboseOpt
 from objmount.units import parse_size_bytes
+
+log = logging.getLogger(__name__)
+
+# Where `etl extract` reads its URL when none is given.
+URL_ENV_DEFAULT = "OBJMOUNT_ETL_URL"
 
 etl_app = typer.Typer(
     help="Get a dataset into a container: download and unpack it (extract), reshape it "
@@ -67,6 +77,13 @@ ChecksumOpt = Annotated[
     typer.Option("--checksum", help="Hash every file, even those whose size and mtime the "
                  "manifest records as loaded (as rclone's flag). Default: off."),
 ]
+UrlEnvOpt = Annotated[
+    str | None,
+    typer.Option("--url-env", metavar="NAME", help="Read the download URL from environment "
+                 "variable NAME: a URL given on the command line (a presigned one, or one with "
+                 "user:password@) is visible to every local user in the process list.",
+                 show_default=False),
+]
 RetriesOpt = Annotated[
     int,
     typer.Option("--retries", min=0, help="Retries of a request that failed with a 5xx or a "
@@ -76,8 +93,13 @@ RetriesOpt = Annotated[
 
 @etl_app.command("extract")
 def extract_command(
-    url: Annotated[str, typer.Argument(help="HTTP(S) URL of a zip or tar(.gz) archive.")],
     staging: StagingOpt,
+    url: Annotated[
+        str | None,
+        typer.Argument(help=f"HTTP(S) URL of a zip or tar(.gz) archive. Default: --url-env's "
+                       f"variable, else ${URL_ENV_DEFAULT}.", show_default=False),
+    ] = None,
+    url_env: UrlEnvOpt = None,
     sha256: Annotated[
         str | None,
         typer.Option("--sha256", help="Expected SHA-256 of the archive (hex). Default: not "
@@ -85,9 +107,10 @@ def extract_command(
     ] = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Download URL (resuming a partial download) and unpack it into --staging."""
+    """Download URL (resuming a partial download) and unpack it into --staging (made 0700)."""
     logsetup.setup(verbose)
-    _extract(url, staging, sha256)
+    _extract(download_url(url, url_env, os.environ.get(URL_ENV_DEFAULT), os.environ),
+             staging, sha256)
 
 
 @etl_app.command("transform")
@@ -124,9 +147,10 @@ def load_command(
 def run_command(
     pipeline_file: Annotated[Path, typer.Argument(help="Pipeline file, e.g. etl/food11.toml.")],
     url: Annotated[
-        str | None, typer.Option("--url", help="Download this URL instead of the file's.",
-                                 show_default=False),
+        str | None, typer.Option("--url", help="Download this URL instead of the file's "
+                                 "(see --url-env).", show_default=False),
     ] = None,
+    url_env: UrlEnvOpt = None,
     staging: Annotated[
         Path | None, typer.Option("--staging", help="Use this staging directory instead of the "
                                   "file's.", show_default=False),
@@ -142,18 +166,46 @@ def run_command(
     logsetup.setup(verbose)
     pipeline = read_pipeline(pipeline_file)
     layout = resolve_layout(pipeline.layout, pipeline.directory)
-    spec = target or expand_target(pipeline.target, os.environ)
+    spec = target or expand_variables(pipeline.target, os.environ, "load.target", "--target")
     resolved = parse_target(spec, load_remotes(config))
     staging = staging or pipeline.staging
-    _extract(url or pipeline.url, staging, pipeline.sha256)
+    in_file = None if url or url_env else expand_variables(
+        pipeline.url, os.environ, "extract.url", "--url-env")
+    _extract(download_url(url, url_env, in_file, os.environ), staging, pipeline.sha256)
     _transform(staging, layout)
     _load(staging, resolved, pipeline.load)
 
 
+def download_url(given: str | None, env_name: str | None, default: str | None,
+                 env: Mapping[str, str]) -> str:
+    """Return the URL to download: `given` (argv), else the variable `env_name` names,
+    else `default`; raises ConfigError when there is none, or both of the first two.
+
+    A URL with credentials in argv is used, with a warning that others can read it.
+    """
+    if given and env_name:
+        raise ConfigError("give the URL or --url-env, not both")
+    if env_name:
+        value = env.get(env_name, "").strip()
+        if not value:
+            raise ConfigError(f"--url-env {env_name}: {env_name} is not set "
+                              f"(export {env_name}=URL)")
+        return value
+    if given:
+        if redact_url(given) != given:
+            log.warning("the URL has a query string or user:password, and other local users "
+                        "can read it in the process list: pass it with --url-env NAME")
+        return given
+    if default:
+        return default
+    raise ConfigError(f"no URL to download: give one, or set {URL_ENV_DEFAULT} (or a "
+                      "variable named by --url-env)")
+
+
 def _extract(url: str, staging: Path, sha256: str | None) -> None:
     report = extract(url, staging, sha256)
-    _say(f"extract: unpacked {report.files} files into {staging} "
-         f"({report.downloaded_bytes / MiB:.1f} MiB downloaded)")
+    _say(f"extract: unpacked the archive into {report.staging}, which holds {report.files} "
+         f"files ({report.downloaded_bytes / MiB:.1f} MiB downloaded)")
 
 
 def _transform(staging: Path, layout: Layout) -> None:

@@ -1,8 +1,9 @@
 """Upload a directory tree into a container: in parallel, resumable, safe to rerun.
 
-Each regular file DIR/rel becomes the object PREFIX + rel. `checkers` threads
-hash the files (MD5) and compare them with one listing of the prefix;
-`transfers` threads upload what differs, a file above the segment size in
+Each regular file DIR/rel becomes the object PREFIX + rel (objmount's own
+entries at the top of DIR aside: see staging.py). `checkers` threads hash the
+files (MD5) and compare them with one listing of the prefix; `transfers`
+threads upload what differs, a file above the segment size in
 parallel segments (Backend.put_file). A transient BackendError is retried
 `retries` times with doubling backoff; any other per-file error is recorded and
 the run goes on, but refused credentials, a missing container or an endpoint
@@ -35,7 +36,6 @@ excepted) are deleted once the uploads are done.
 """
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -54,7 +54,6 @@ from objmount.backends.base import (
 )
 from objmount.errors import EtlError
 from objmount.etl.manifest import (
-    MANIFEST_NAME,
     Entry,
     manifest_key,
     md5_file,
@@ -62,6 +61,7 @@ from objmount.etl.manifest import (
     write_manifest,
 )
 from objmount.etl.progress import Bar, progress_bar
+from objmount.etl.staging import data_files
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,26 +117,16 @@ class LocalFile:
 
 
 def local_files(directory: Path, prefix: str) -> list[LocalFile]:
-    """Return every regular file under `directory` (symlinks followed) with its key.
+    """Return every file of the dataset in `directory` (staging.data_files) with its key.
 
-    Raises EtlError if `directory` is missing or a subdirectory cannot be read
-    (silently skipping it would let --clean delete its objects).
+    Raises EtlError if `directory` is missing or a subdirectory cannot be read.
     """
     if not directory.is_dir():
         raise EtlError(f"directory {directory} does not exist: nothing to load")
-
-    def unreadable(exc: OSError) -> None:
-        raise EtlError(f"cannot read {exc.filename}: {exc.strerror}")
-
     files = []
-    for root, dirs, names in os.walk(directory, onerror=unreadable):
-        dirs.sort()
-        for name in sorted(names):
-            path = Path(root, name)
-            rel = path.relative_to(directory).as_posix()
-            if rel != MANIFEST_NAME and path.is_file():
-                stat = path.stat()
-                files.append(LocalFile(prefix + rel, path, stat.st_size, stat.st_mtime_ns))
+    for path, rel in data_files(directory):
+        stat = path.stat()
+        files.append(LocalFile(prefix + rel, path, stat.st_size, stat.st_mtime_ns))
     return files
 
 

@@ -2,7 +2,7 @@
 
     staging = "Food-11"                # extract unpacks here, transform reshapes, load reads
     [extract]
-    url = "https://example.org/x.zip"  # required
+    url = "https://example.org/x.zip"  # required; or "${DATA_URL}", taken from the environment
     sha256 = "..."                     # optional: the download must match it
     [transform]
     layout = "food11"                  # a layout name, or "module:function"
@@ -12,7 +12,9 @@
 
 A relative staging path is relative to the current directory; a
 "module:function" layout is imported from the pipeline file's directory first.
-The command line may override url, staging and target.
+The command line may override url, staging and target. `${NAME}` in url and
+target is replaced with the environment's value when the stage runs (`$$` is a
+`$`), so a presigned URL or a container name need not be written in the file.
 """
 
 import string
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from objmount.errors import ConfigError
 from objmount.etl.load import LoadOptions
+from objmount.log import redact_url
 from objmount.units import parse_size_bytes
 
 # Every key a pipeline file may hold, by section ("" is the top level), with its type.
@@ -102,13 +105,19 @@ def _checked(document: dict[str, object], path: Path) -> dict[str, object]:
     return values
 
 
-def expand_target(spec: str, env: Mapping[str, str]) -> str:
-    """Replace `${NAME}` in a target with the environment's value; raises ConfigError if unset."""
+def expand_variables(spec: str, env: Mapping[str, str], what: str, option: str) -> str:
+    """Replace `${NAME}` in `spec` (the `what` of a pipeline file, e.g. "load.target") with
+    the environment's value; raises ConfigError naming the variable to set, or `option`.
+
+    `spec` is named in errors without userinfo or query string (a URL's secrets).
+    """
+    shown = redact_url(spec)
     try:
         return string.Template(spec).substitute(env)
     except KeyError as exc:
         name = exc.args[0]
-        raise ConfigError(f"target {spec!r} uses ${{{name}}}: set {name} (e.g. "
-                          f"{name}=my-container) or pass --target") from None
+        raise ConfigError(f"{what} {shown!r} uses ${{{name}}}: set {name} "
+                          f"(export {name}=...) or pass {option}") from None
     except ValueError:
-        raise ConfigError(f"target {spec!r}: write variables as ${{NAME}}") from None
+        raise ConfigError(f"{what} {shown!r}: write variables as ${{NAME}}, and $ as $$"
+                          ) from None

@@ -5,12 +5,15 @@ transformed and loaded with the CLI; what lands in the container is read back
 with the store's own SDK and through a real mount.
 """
 
+import base64
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +29,7 @@ from objmount.config import load_remotes, parse_target
 from objmount.etl import load as etl_load
 from objmount.etl.load import LoadOptions, load
 from objmount.etl.manifest import MANIFEST_NAME
+from objmount.etl.staging import DOWNLOAD_DIR
 from tests.food11_archive import food11_files, transformed, write_zip
 from tests.integration.conftest import data
 from tests.integration.mounting import mounted, objmount
@@ -344,11 +348,13 @@ def test_the_food11_pipeline_file_runs_all_three_stages(
 ) -> None:
     conf = tmp_path / "rclone.conf"
     conf.write_text(store.rclone_section("chi_tacc"))
-    result = etl("run", str(REPO / "etl/food11.toml"), "--url", web.url("food11.zip"),
+    result = etl("run", str(REPO / "etl/food11.toml"), "--url-env", "FOOD11_URL",
                  "--staging", str(tmp_path / "Food-11"), "--config", str(conf),
-                 env={**os.environ, "CONTAINER": "etl-food11"})
+                 env={**os.environ, "CONTAINER": "etl-food11",
+                      "FOOD11_URL": web.url("food11.zip") + "?X-Amz-Signature=s1gnature"})
     reports = succeeded(result)
-    assert f"extract: unpacked {len(food11.objects)} files" in reports
+    assert f"which holds {len(food11.objects)} files" in reports
+    assert "s1gnature" not in reports
     assert f"transform: moved {IMAGES} files" in reports
     # The same dataset is in etl-food11 already (the food11 fixture): nothing to upload.
     assert f"load: uploaded 0 (0.0 MiB), skipped {len(food11.objects)}, deleted 0" in reports
@@ -375,7 +381,8 @@ def test_a_partial_download_the_server_cannot_extend_starts_over(
     web: FileServer, archive_files: dict[str, bytes], tmp_path: Path
 ) -> None:
     archive = (web.root / "food11.zip").read_bytes()
-    (tmp_path / "food11.zip.part").write_bytes(archive + b"stale tail")
+    (tmp_path / DOWNLOAD_DIR).mkdir(mode=0o700)
+    (tmp_path / DOWNLOAD_DIR / "food11.zip.part").write_bytes(archive + b"stale tail")
     succeeded(etl("extract", web.url("food11.zip"), "--staging", str(tmp_path)))
     assert web.ranges[-2:] == [f"bytes={len(archive) + 10}-", None]
     assert tree(tmp_path) == archive_files
@@ -398,6 +405,55 @@ def test_an_unreachable_url_fails_with_one_line(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/food11.zip"
     result = etl("extract", url, "--staging", str(tmp_path / "staging"))
     assert_one_line_error(result, "cannot download", url, "refused")
+
+
+def test_an_unreachable_presigned_url_fails_without_its_query(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/food11.zip"
+    presigned = f"{url}?X-Amz-Credential=AKIA%2Fscope&X-Amz-Signature=5ecre7519"
+    result = etl("extract", "--url-env", "DATA_URL", "--staging", str(tmp_path / "staging"),
+                 env={**os.environ, "DATA_URL": presigned})
+    assert_one_line_error(result, "cannot download", f"{url}?***", "refused")
+    assert "5ecre7519" not in result.stderr and "AKIA" not in result.stderr
+
+
+def test_a_user_and_password_in_the_url_authenticate_and_are_never_printed(
+    web: FileServer, archive_files: dict[str, bytes], tmp_path: Path
+) -> None:
+    url = web.url("food11.zip").replace("//", "//reader:pa55w0rd@")
+    in_argv = succeeded(etl("extract", url, "--staging", str(tmp_path / "ok"), "-vv"))
+    assert "pa55w0rd" not in in_argv
+    assert "process list: pass it with --url-env NAME" in in_argv
+    assert web.authorizations[-1] == "Basic " + base64.b64encode(b"reader:pa55w0rd").decode()
+    assert tree(tmp_path / "ok") == archive_files
+    missing = etl("extract", "--staging", str(tmp_path / "no"),
+                  env={**os.environ, "OBJMOUNT_ETL_URL": url.replace("food11", "absent")})
+    assert_one_line_error(missing, "cannot download http://***@127.0.0.1:", "HTTP 404")
+    assert "pa55w0rd" not in missing.stderr
+
+
+def test_an_archive_member_named_like_the_archive_survives_and_is_counted(
+    web: FileServer, tmp_path: Path
+) -> None:
+    write_zip({"data.zip": b"a member, not the archive", "a/b.txt": b"b"}, web.root / "data.zip")
+    report = succeeded(etl("extract", web.url("data.zip"), "--staging", str(tmp_path / "s")))
+    assert tree(tmp_path / "s") == {"data.zip": b"a member, not the archive", "a/b.txt": b"b"}
+    assert "which holds 2 files" in report
+
+
+def test_the_staging_directory_is_private_and_zip_members_keep_their_modes(
+    web: FileServer, tmp_path: Path
+) -> None:
+    with zipfile.ZipFile(web.root / "modes.zip", "w") as zf:
+        for name, mode in {"private.key": 0o600, "run.sh": 0o755, "wide.txt": 0o666}.items():
+            info = zipfile.ZipInfo(name)
+            info.create_system, info.external_attr = 3, (stat.S_IFREG | mode) << 16
+            zf.writestr(info, name)
+    staging = tmp_path / "new/staging"
+    succeeded(etl("extract", web.url("modes.zip"), "--staging", str(staging)))
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in tmp_path.rglob("*")}
+    assert modes == {"new": 0o700, "new/staging": 0o700, "new/staging/private.key": 0o600,
+                     "new/staging/run.sh": 0o755, "new/staging/wide.txt": 0o644}
 
 
 def test_wrong_credentials_fail_with_one_line(

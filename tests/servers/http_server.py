@@ -1,9 +1,10 @@
 """A static HTTP server on 127.0.0.1 for download tests: byte ranges, and cut-short responses.
 
 It answers `Range: bytes=N-` with 206 and the rest of the file, records the
-Range header of every GET, and can end its next response after a given number
-of bytes (the Content-Length still announcing the whole body), as a dropped
-connection would.
+Range and Authorization headers of every GET, ignores query strings (so a
+presigned URL reads like a plain one), and can end its next response after a
+given number of bytes (the Content-Length still announcing the whole body), as
+a dropped connection would.
 """
 
 import re
@@ -11,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 
 
 class FileServer:
@@ -19,6 +21,7 @@ class FileServer:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.ranges: list[str | None] = []
+        self.authorizations: list[str | None] = []
         self.cut_next_after: int | None = None
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self  # type: ignore[attr-defined]
@@ -42,7 +45,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner: FileServer = self.server.owner  # type: ignore[attr-defined]
-        path = owner.root / self.path.lstrip("/")
+        owner.authorizations.append(self.headers.get("Authorization"))
+        path = owner.root / urlsplit(self.path).path.lstrip("/")
         if not path.is_file():
             self.send_error(404)
             return

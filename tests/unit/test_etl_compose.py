@@ -33,7 +33,7 @@ def test_every_stage_runs_the_objmount_image_on_the_shared_volume(compose: dict)
 def test_each_stage_runs_its_etl_command_on_the_staging_directory(compose: dict) -> None:
     services = compose["services"]
     extract = services["extract-data"]["command"]
-    assert extract[:2] == ["etl", "extract"] and extract[-2:] == ["--staging", STAGING]
+    assert extract == ["etl", "extract", "--staging", STAGING]
     transform = services["transform-data"]["command"]
     assert transform[:2] == ["etl", "transform"] and STAGING in transform
     load = services["load-data"]["command"]
@@ -59,3 +59,9 @@ def test_the_image_installs_fuse_and_objmount() -> None:
     assert "fuse3 libfuse3-dev pkg-config gcc" in dockerfile
     assert "pip install" in dockerfile
     assert 'ENTRYPOINT ["objmount"]' in dockerfile
+
+
+def test_the_download_url_reaches_extract_in_its_environment_not_its_argv(compose: dict) -> None:
+    extract = compose["services"]["extract-data"]
+    assert extract["environment"]["OBJMOUNT_ETL_URL"].startswith("${FOOD11_URL:-https://")
+    assert not any("://" in part or "FOOD11_URL" in part for part in extract["command"])

@@ -2,6 +2,7 @@
 
 import io
 import os
+import stat
 import tarfile
 import zipfile
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from objmount.errors import EtlError
 from objmount.etl.extract import archive_name, unpack
+from objmount.etl.staging import DOWNLOAD_DIR
 
 
 def zip_of(archive: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None
@@ -138,3 +140,90 @@ def test_a_file_that_is_no_archive_is_a_clear_error(dirs: tuple[Path, Path]) -> 
 ])
 def test_the_download_is_named_after_the_url_path(url: str, name: str) -> None:
     assert archive_name(url) == name
+
+
+def zip_with_modes(archive: Path, modes: dict[str, int], system: int = 3) -> Path:
+    """A zip whose members carry these Unix modes (as `zip` on Unix records them)."""
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, mode in modes.items():
+            info = zipfile.ZipInfo(name)
+            info.create_system, info.external_attr = system, (stat.S_IFREG | mode) << 16
+            zf.writestr(info, name.encode())
+    return archive
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+ZIP_MODES = {  # as in the archive -> as unpacked (the rule of tar's "data" filter)
+    "private": (0o600, 0o600),
+    "readable": (0o644, 0o644),
+    "executable": (0o755, 0o755),
+    "owner read-only": (0o400, 0o600),
+    "group and world writable": (0o666, 0o644),
+    "world writable executable": (0o777, 0o755),
+    "setuid": (0o4755, 0o755),
+    "setgid and sticky": (0o3750, 0o750),
+    "exec for others only": (0o601, 0o600),
+}
+
+
+def test_zip_members_keep_their_modes_but_never_dangerous_bits(dirs: tuple[Path, Path]) -> None:
+    staging, outside = dirs
+    archive = zip_with_modes(outside / "modes.zip", {name: m for name, (m, _) in ZIP_MODES.items()})
+    assert unpack(archive, staging) == len(ZIP_MODES)
+    assert {name: mode(staging / name) for name in ZIP_MODES} == {
+        name: unpacked for name, (_, unpacked) in ZIP_MODES.items()}
+
+
+def test_a_zip_made_on_windows_gets_the_default_mode(dirs: tuple[Path, Path]) -> None:
+    staging, outside = dirs
+    unpack(zip_with_modes(outside / "dos.zip", {"a.txt": 0o777}, system=0), staging)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode(staging / "a.txt") == 0o666 & ~umask
+
+
+DOWNLOAD_DIR_MEMBERS = {
+    "zip member": lambda a: zip_of(a, {"ok.txt": b"x", f"{DOWNLOAD_DIR}/data.zip": b"evil"}),
+    "zip member with ./": lambda a: zip_of(a, {f"./{DOWNLOAD_DIR}/data.zip": b"evil"}),
+    "zip file named like it": lambda a: zip_of(a, {DOWNLOAD_DIR: b"evil"}),
+    "tar member": lambda a: tar_of(a, {f"{DOWNLOAD_DIR}/data.zip": b"evil"}),
+    "tar symlink to it": lambda a: tar_of(a, {}, {"in": (tarfile.SYMTYPE, DOWNLOAD_DIR)}),
+    "tar hardlink into it": lambda a: tar_of(
+        a, {}, {"copy": (tarfile.LNKTYPE, f"{DOWNLOAD_DIR}/data.zip")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOWNLOAD_DIR_MEMBERS))
+def test_a_member_in_the_download_directory_refuses_the_archive(
+    dirs: tuple[Path, Path], case: str
+) -> None:
+    staging, outside = dirs
+    (staging / DOWNLOAD_DIR).mkdir()
+    (staging / DOWNLOAD_DIR / "data.zip").write_bytes(b"the archive")
+    archive = DOWNLOAD_DIR_MEMBERS[case](outside / "data.zip")
+    with pytest.raises(EtlError, match=rf"uses {DOWNLOAD_DIR}/, where objmount downloads; "
+                                       "nothing was extracted"):
+        unpack(archive, staging)
+    assert everything(staging) == {DOWNLOAD_DIR, f"{DOWNLOAD_DIR}/data.zip"}
+    assert (staging / DOWNLOAD_DIR / "data.zip").read_bytes() == b"the archive"
+
+
+def test_a_tar_reaching_the_download_directory_through_its_own_link_is_stopped_there(
+    dirs: tuple[Path, Path]
+) -> None:
+    staging, outside = dirs
+    (staging / DOWNLOAD_DIR).mkdir()
+    with tarfile.open(outside / "chain.tar", "w") as tf:
+        link = tarfile.TarInfo("here")
+        link.type, link.linkname = tarfile.SYMTYPE, "."
+        tf.addfile(link)
+        member = tarfile.TarInfo(f"here/{DOWNLOAD_DIR}/data.zip")
+        member.size = 4
+        tf.addfile(member, io.BytesIO(b"evil"))
+    with pytest.raises(EtlError, match=rf"member 'here/{DOWNLOAD_DIR}/data.zip' uses "
+                                       ".* the members before it are unpacked"):
+        unpack(outside / "chain.tar", staging)
+    assert not (staging / DOWNLOAD_DIR / "data.zip").exists()

@@ -1,11 +1,13 @@
-"""Pipeline files: the shipped Food-11 one parses, and mistakes are named."""
+"""Pipeline files: the shipped Food-11 one parses, mistakes are named, and the download URL
+may come from the environment."""
 
 from pathlib import Path
 
 import pytest
 
 from objmount.errors import ConfigError
-from objmount.etl.pipeline import expand_target, read_pipeline
+from objmount.etl.cli import download_url
+from objmount.etl.pipeline import expand_variables, read_pipeline
 
 REPO = Path(__file__).parents[2]
 
@@ -54,9 +56,46 @@ def test_a_missing_pipeline_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_the_target_takes_variables_from_the_environment() -> None:
-    assert expand_target("chi_tacc:${CONTAINER}", {"CONTAINER": "c1"}) == "chi_tacc:c1"
+    assert expand_variables("chi_tacc:${CONTAINER}", {"CONTAINER": "c1"}, "load.target",
+                            "--target") == "chi_tacc:c1"
 
 
 def test_an_unset_target_variable_says_what_to_set() -> None:
-    with pytest.raises(ConfigError, match=r"set CONTAINER"):
-        expand_target("chi_tacc:${CONTAINER}", {})
+    with pytest.raises(ConfigError, match=r"load.target .* set CONTAINER .* or pass --target"):
+        expand_variables("chi_tacc:${CONTAINER}", {}, "load.target", "--target")
+
+
+def test_the_url_may_come_from_the_environment_and_its_secrets_are_never_named() -> None:
+    url = "https://u:pw@host/x.zip?sig=SECRET"
+    assert expand_variables("${DATA_URL}", {"DATA_URL": url}, "extract.url", "--url-env") == url
+    with pytest.raises(ConfigError, match=r"set SIG") as error:
+        expand_variables("https://u:pw@host/x.zip?sig=${SIG}", {}, "extract.url", "--url-env")
+    assert "pw" not in str(error.value) and "sig=" not in str(error.value)
+
+
+URL = "https://host/x.zip?X-Amz-Signature=abc"
+
+
+@pytest.mark.parametrize(("given", "env_name", "default", "env", "expected"), [
+    (URL, None, "https://default/y.zip", {}, URL),
+    (None, "DATA_URL", "https://default/y.zip", {"DATA_URL": URL}, URL),
+    (None, None, URL, {}, URL),
+])
+def test_the_download_url_comes_from_argv_a_named_variable_or_the_default(
+    given: str | None, env_name: str | None, default: str | None, env: dict[str, str],
+    expected: str,
+) -> None:
+    assert download_url(given, env_name, default, env) == expected
+
+
+@pytest.mark.parametrize(("given", "env_name", "message"), [
+    (URL, "DATA_URL", "not both"),
+    (None, "DATA_URL", "DATA_URL is not set"),
+    (None, None, "set OBJMOUNT_ETL_URL"),
+])
+def test_a_missing_or_doubled_url_is_a_config_error(
+    given: str | None, env_name: str | None, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        download_url(given, env_name, None, {})
+    assert "Signature" not in str(error.value)
