@@ -197,7 +197,8 @@ def umount_command(
 
 @app.command("remotes")
 def remotes_command(config: ConfigOpt = None) -> None:
-    """List the configured remotes (secrets are never printed)."""
+    """List the configured remotes: options known to be harmless as they are, every other
+    one (keys, passwords, tokens, unknown options) as ***."""
     remotes = load_remotes(config)
     if not remotes:
         typer.echo(f"no remotes configured (looked in {config or default_config_path(os.environ)}"

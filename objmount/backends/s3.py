@@ -128,7 +128,7 @@ class S3Backend:
         self.putter = S3Putter(self.getter, timeouts) if self.getter else None
 
     def describe(self) -> str:
-        where = self.endpoint or f"AWS region {self.region}"
+        where = logsetup.redact_url(self.endpoint) if self.endpoint else f"AWS region {self.region}"
         return f"s3 bucket {self.container!r} at {where}"
 
     def check(self, prefix: str) -> None:
