@@ -53,7 +53,12 @@ class SeaweedS3:
             str(self.weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-dir={self.data_dir}", f"-master.port={master}", f"-volume.port={volume}",
             "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={self.port}",
-            f"-s3.config={s3_config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.config={s3_config}",
+            # Nothing here talks to a host but 127.0.0.1: no usage reports to
+            # SeaweedFS's public telemetry host (on by default, sent once 10 GiB
+            # are stored); the Iceberg and Lance side ports (fixed 8181 and 9101
+            # by default, so a second server would not start) stay closed.
+            "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             # Small volumes: the data set spreads over several, as on a real cluster;
             # 0 = as many volumes as the free disk allows.
             "-master.volumeSizeLimitMB=1024", "-volume.max=0",
