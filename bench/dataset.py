@@ -7,15 +7,21 @@ from `random.Random` seeded by the object's name, so a data set is the same on
 every machine; its manifest (sizes and sha256) lives next to the local copy,
 which doubles as the local-disk baseline. An upload marker in the server's data
 directory names the manifest it holds, so a second run uploads nothing.
+
+`bench.train` uses the same machinery with `images="jpeg"` and no shards: its
+small files are real JPEGs (bench/jpegs.py), which its data loader decodes.
 """
 
 import hashlib
 import json
 import random
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from bench.servers import Objects
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -89,7 +95,7 @@ class Dataset:
     @property
     def tree_entries(self) -> int:
         """Files plus directories under the root (not the root itself), as `ls -lR` lists them."""
-        return len(self.entries) + 2 + CLASSES
+        return len(self.entries) + (2 if self.shards else 1) + CLASSES
 
     def pread_plan(self) -> list[Pread]:
         """Return the random preads (same every run), with digests read from the local copy."""
@@ -133,9 +139,15 @@ def _write_small(path: Path, key: str, layout: Layout) -> Entry:
     return Entry(key, size, hashlib.sha256(data).hexdigest())
 
 
-def prepare(work_dir: Path, layout: Layout) -> Dataset:
-    """Return the data set for `layout` under `work_dir`, generating it if it is not there."""
+def prepare(work_dir: Path, layout: Layout, images: str = "random") -> Dataset:
+    """Return the data set for `layout` under `work_dir`, generating it if it is not there.
+
+    `images`: "random" (random bytes) or "jpeg" (real JPEGs of the layout's
+    sizes, generated with Pillow on two processes: a few minutes for 10,000).
+    """
     name = f"s{layout.shard_bytes // MIB}m-n{layout.small_count}"
+    if images == "jpeg":
+        name = f"jpeg-n{layout.small_count}"
     root = work_dir / f"data-{name}"
     manifest_path = work_dir / f"data-{name}.json"
     if manifest_path.exists():
@@ -152,12 +164,20 @@ def prepare(work_dir: Path, layout: Layout) -> Dataset:
         shards = list(pool.map(lambda i: _write_shard(root / _shard_key(i), _shard_key(i),
                                                       layout.shard_bytes),
                                range(layout.shard_count)))
-    smalls = [_write_small(root / _small_key(i), _small_key(i), layout)
-              for i in range(layout.small_count)]
+    smalls = _write_smalls(root, layout, images)
     manifest = {"layout": asdict(layout), "shards": [asdict(e) for e in shards],
                 "smalls": [asdict(e) for e in smalls]}
     manifest_path.write_text(json.dumps(manifest))
     return _from_manifest(root, manifest)
+
+
+def _write_smalls(root: Path, layout: Layout, images: str) -> list[Entry]:
+    keys = [_small_key(i) for i in range(layout.small_count)]
+    if images == "random":
+        return [_write_small(root / key, key, layout) for key in keys]
+    from bench import jpegs  # Pillow and numpy: only for the training data set
+
+    return jpegs.write_all(root, keys, layout.small_min_bytes, layout.small_max_bytes)
 
 
 def _from_manifest(root: Path, manifest: dict) -> Dataset:
@@ -169,36 +189,26 @@ def _from_manifest(root: Path, manifest: dict) -> Dataset:
     )
 
 
-def ensure_uploaded(dataset: Dataset, client, server_dir: Path) -> bool:
-    """Upload the data set to bucket `bench` unless the server already holds it.
+def ensure_uploaded(dataset: Dataset, objects: Objects, marker_dir: Path,
+                    progress: Callable[[str], None] = print) -> bool:
+    """Upload the data set to `objects`' container unless the store already holds it.
 
     Returns True if it uploaded. The marker is written only after every PUT
     succeeded, and trusted only if the listing agrees with the manifest.
     """
-    marker = server_dir / UPLOAD_MARKER
-    if marker.exists() and json.loads(marker.read_text()).get("digest") == dataset.digest:
-        sizes = _listed_sizes(client)
-        if sizes == {e.key: e.size for e in dataset.entries}:
-            return False
-    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    if BUCKET in existing:
-        for key in _listed_sizes(client):
-            client.delete_object(Bucket=BUCKET, Key=key)
-    else:
-        client.create_bucket(Bucket=BUCKET)
-
-    def put(entry: Entry) -> None:
-        with open(dataset.root / entry.key, "rb") as f:
-            client.put_object(Bucket=BUCKET, Key=entry.key, Body=f)
-
+    marker = marker_dir / UPLOAD_MARKER
+    wanted = {e.key: e.size for e in dataset.entries}
+    if (marker.exists() and json.loads(marker.read_text()).get("digest") == dataset.digest
+            and objects.sizes() == wanted):
+        return False
+    objects.create()
+    for key in objects.sizes():
+        objects.delete(key)
+    progress(f"bench: uploading {dataset.total_bytes / 1e6:,.0f} MB "
+             f"({len(wanted):,} objects) to {objects.container}")
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, dataset.shards + dataset.smalls))
+        list(pool.map(lambda e: objects.put(e.key, dataset.root / e.key),
+                      dataset.shards + dataset.smalls))
+    marker_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"digest": dataset.digest}))
     return True
-
-
-def _listed_sizes(client) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        sizes.update({o["Key"]: o["Size"] for o in page.get("Contents", ())})
-    return sizes

@@ -126,9 +126,9 @@ def main() -> None:
         server.start()
         endpoint = server.endpoint
         if args.rtt_ms:
-            relay, port = start_relay(server.port, args.rtt_ms)
-            cleanup.callback(procs.stop, relay)
-            endpoint = f"http://127.0.0.1:{port}"
+            relay = start_relay(server.port, args.rtt_ms)
+            cleanup.callback(relay.stop)
+            endpoint = f"http://127.0.0.1:{relay.port}"
         client = server.client()
         client.create_bucket(Bucket=BUCKET)
         rng = random.Random("objmount-bench-gets")

@@ -7,6 +7,7 @@ Whatever happens, `Mount.stop` leaves nothing mounted: SIGTERM, then SIGKILL,
 then `fusermount3 -u -z`.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procs
-from bench.dataset import BUCKET
+from bench.servers import REMOTE
 
-REMOTE = "bench"
 MOUNT_TIMEOUT_S = 60.0
+STATS_XATTR = "user.objmount.stats"
 
 
 @dataclass(frozen=True)
@@ -114,28 +115,39 @@ def specs(tools: Tools) -> list[MountSpec]:
     return out
 
 
-@dataclass
-class Endpoint:
-    """Where the mounts connect (the relay) and with which key; written to their configs."""
+@dataclass(frozen=True)
+class S3fsAuth:
+    """What s3fs needs besides rclone.conf (S3 only): the relay's URL, region, password file."""
 
-    port: int
-    access_key: str
-    secret_key: str
+    url: str
     region: str
+    passwd_file: Path
 
-    def write_configs(self, run_dir: Path) -> tuple[Path, Path]:
-        """Write rclone.conf (read by objmount and rclone) and the s3fs password file."""
+
+@dataclass(frozen=True)
+class MountTarget:
+    """What every mount of one store mounts: REMOTE:container from one rclone.conf."""
+
+    rclone_conf: Path
+    container: str
+    s3fs: S3fsAuth | None = None  # None: s3fs cannot mount this store (Swift)
+
+    @classmethod
+    def write(cls, run_dir: Path, rclone_section: str, container: str,
+              s3_keys: tuple[str, str, str, str] | None = None) -> "MountTarget":
+        """Write rclone.conf, and s3fs's password file given (url, region, key id, secret)."""
+        run_dir.mkdir(parents=True, exist_ok=True)
         rclone_conf = run_dir / "rclone.conf"
-        rclone_conf.write_text(
-            f"[{REMOTE}]\ntype = s3\nprovider = SeaweedFS\n"
-            f"access_key_id = {self.access_key}\nsecret_access_key = {self.secret_key}\n"
-            f"endpoint = http://127.0.0.1:{self.port}\nregion = {self.region}\n"
-        )
-        passwd = run_dir / "s3fs.passwd"
-        passwd.write_text(f"{self.access_key}:{self.secret_key}\n")
-        for path in (rclone_conf, passwd):
-            path.chmod(0o600)
-        return rclone_conf, passwd
+        rclone_conf.write_text(rclone_section)
+        rclone_conf.chmod(0o600)
+        s3fs = None
+        if s3_keys:
+            url, region, access_key, secret_key = s3_keys
+            passwd = run_dir / "s3fs.passwd"
+            passwd.write_text(f"{access_key}:{secret_key}\n")
+            passwd.chmod(0o600)
+            s3fs = S3fsAuth(url, region, passwd)
+        return cls(rclone_conf, container, s3fs)
 
 
 def is_mounted(path: Path) -> bool:
@@ -179,13 +191,11 @@ class MountStats:
 class Mount:
     """One live mount of `spec` on `mountpoint`, with `cache_dir` emptied first."""
 
-    def __init__(self, spec: MountSpec, tools: Tools, rclone_conf: Path, s3fs_passwd: Path,
-                 endpoint: Endpoint, mountpoint: Path, cache_dir: Path, log_path: Path) -> None:
+    def __init__(self, spec: MountSpec, tools: Tools, target: MountTarget, mountpoint: Path,
+                 cache_dir: Path, log_path: Path) -> None:
         self.spec = spec
         self.tools = tools
-        self.rclone_conf = rclone_conf
-        self.s3fs_passwd = s3fs_passwd
-        self.endpoint = endpoint
+        self.target = target
         self.path = mountpoint
         self.cache_dir = cache_dir
         self.log_path = log_path
@@ -195,17 +205,19 @@ class Mount:
     def command(self) -> list[str]:
         mnt, cache = str(self.path), str(self.cache_dir)
         args = [a.format(cache_dir=cache) for a in self.spec.args]
+        remote, conf = f"{REMOTE}:{self.target.container}", str(self.target.rclone_conf)
         if self.spec.tool == "objmount":
-            return [sys.executable, "-m", "objmount", "mount", f"{REMOTE}:{BUCKET}", mnt,
-                    "--config", str(self.rclone_conf), *args]
+            return [sys.executable, "-m", "objmount", "mount", remote, mnt, "--config", conf,
+                    *args]
         if self.spec.tool == "rclone":
-            return [str(self.tools.rclone), "mount", f"{REMOTE}:{BUCKET}", mnt,
-                    "--config", str(self.rclone_conf), "--read-only", "--cache-dir", cache,
-                    "--log-level", "NOTICE", *args]
-        assert self.tools.s3fs is not None
-        return [str(self.tools.s3fs), BUCKET, mnt, "-f", "-o", "ro",
-                "-o", f"url=http://127.0.0.1:{self.endpoint.port}", "-o", "use_path_request_style",
-                "-o", f"endpoint={self.endpoint.region}", "-o", f"passwd_file={self.s3fs_passwd}",
+            return [str(self.tools.rclone), "mount", remote, mnt, "--config", conf, "--read-only",
+                    "--cache-dir", cache, "--log-level", "NOTICE", *args]
+        s3fs = self.target.s3fs
+        if self.tools.s3fs is None or s3fs is None:
+            raise RuntimeError("s3fs cannot mount this store")
+        return [str(self.tools.s3fs), self.target.container, mnt, "-f", "-o", "ro",
+                "-o", f"url={s3fs.url}", "-o", "use_path_request_style",
+                "-o", f"endpoint={s3fs.region}", "-o", f"passwd_file={s3fs.passwd_file}",
                 "-o", "dbglevel=err", *args]
 
     def start(self) -> "Mount":
@@ -223,9 +235,21 @@ class Mount:
         os.stat(self.path)
         return self
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
     def stats(self) -> MountStats:
-        pid = self.proc.pid if self.proc else 0
-        return MountStats(procs.read_status_kib(pid, "VmHWM"), procs.cpu_seconds(pid))
+        return MountStats(procs.read_status_kib(self.pid, "VmHWM"), procs.cpu_seconds(self.pid))
+
+    def objmount_stats(self) -> dict[str, int]:
+        """objmount's counters (the root xattr user.objmount.stats); {} for other tools."""
+        if self.spec.tool != "objmount":
+            return {}
+        try:
+            return json.loads(os.getxattr(self.path, STATS_XATTR))
+        except (OSError, ValueError):
+            return {}
 
     def stop(self) -> None:
         """Stop the mount process and make sure nothing stays mounted; never raises."""

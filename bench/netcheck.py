@@ -89,9 +89,9 @@ def _pull(port: int, nbytes: int) -> None:
 def relay_ceiling(rtt_ms: float, streams: int) -> float:
     """MB/s that one relay process moves with `streams` connections at `rtt_ms`."""
     server, port = _source_server()
-    proc, relay_port = start_relay(port, rtt_ms)
+    relay = start_relay(port, rtt_ms)
     try:
-        threads = [threading.Thread(target=_pull, args=(relay_port, CEILING_BYTES // streams))
+        threads = [threading.Thread(target=_pull, args=(relay.port, CEILING_BYTES // streams))
                    for _ in range(streams)]
         started = time.perf_counter()
         for t in threads:
@@ -100,6 +100,5 @@ def relay_ceiling(rtt_ms: float, streams: int) -> float:
             t.join()
         return CEILING_BYTES / (time.perf_counter() - started) / 1e6
     finally:
-        proc.terminate()
-        proc.wait()
+        relay.stop()
         server.close()

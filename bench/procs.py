@@ -5,6 +5,8 @@ reaches only the benchmark, which then stops them in order) and gets SIGTERM
 from Linux if the benchmark itself dies (PR_SET_PDEATHSIG).
 """
 
+import contextlib
+import ctypes
 import os
 import random
 import signal
@@ -14,7 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.relay import die_with_parent
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: ask Linux to SIGTERM it when the parent dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(args: Sequence[str], log_path: Path, env: dict[str, str] | None = None,

@@ -183,13 +183,12 @@ def markdown(header: list[str], rows: list[Row]) -> str:
     ])
 
 
-def write(results_dir: Path, text: str, rows: list[Row], meta: dict) -> Path:
-    """Write latest.md and latest.json (`meta` and every outcome); return the .md path."""
+def write_results(results_dir: Path, stem: str, text: str, payload: dict) -> Path:
+    """Write STEM.md (`text`) and STEM.json (`payload`) into `results_dir`; return the .md."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    md = results_dir / "latest.md"
+    md = results_dir / f"{stem}.md"
     md.write_text(text)
-    (results_dir / "latest.json").write_text(json.dumps(
-        {**meta, "rows": [asdict(r) for r in rows]}, indent=1))
+    (results_dir / f"{stem}.json").write_text(json.dumps(payload, indent=1, default=str))
     return md
 
 

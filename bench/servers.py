@@ -1,15 +1,30 @@
-"""The benchmark's S3 server: SeaweedFS (`weed server -s3`) on 127.0.0.1 only.
+"""The benchmark's object stores, on 127.0.0.1 only: SeaweedFS (S3) and Swift + Keystone.
 
-SeaweedFS serves ranged GETs about as fast as whole ones (moto, used by the
-tests, is ~10x slower on ranges, which would measure moto, not the mounts).
-Its data directory persists between runs so the data set is uploaded once; the
-credentials are made up per run and exist only in its s3 config file.
+SeaweedFS (`weed server -s3`) serves ranged GETs about as fast as whole ones
+(moto, used by the tests, is ~10x slower on ranges, which would measure moto,
+not the mounts). Its data directory persists between runs so the data set is
+uploaded once; the credentials are made up per run and exist only in its s3
+config file.
+
+Swift is the test suite's real Swift + Keystone stack (tests/servers/swift_stack.py),
+started fresh under the run's directory (its identities live in one process's
+memory, so it is not reused across runs) with the proxy caching validated
+tokens as a deployment does with memcached.
+
+Each store gives the same few things to the harness: the port the latency
+relay forwards to, an rclone.conf section (read by objmount and rclone alike)
+whose data path goes through the relay, and an object client (`Objects`) for
+uploads, listings and the direct-download limits, straight or through the relay.
 """
 
 import json
 import secrets
 import subprocess
+import threading
+from importlib import metadata
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote
 
 import boto3
 import botocore.config
@@ -18,10 +33,67 @@ import botocore.exceptions
 from bench import procs
 
 REGION = "us-east-1"
+REMOTE = "bench"  # the rclone.conf section every mount and copy uses
+BACKENDS = ("s3", "swift")
+# How long the Swift proxy trusts a validated token (keystonemiddleware's
+# token_cache_time): a deployment caches them in memcached; without it every
+# request would also wait for Keystone.
+SWIFT_TOKEN_CACHE_S = 300
+
+
+class Objects(Protocol):
+    """The object operations the benchmark needs, on one container of one store."""
+
+    container: str
+
+    def sizes(self) -> dict[str, int]:
+        """Every object's size, from a full listing."""
+        ...
+
+    def create(self) -> None:
+        """Create the container if it does not exist."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def put(self, key: str, path: Path) -> None: ...
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes, or bytes [start, end) of it."""
+        ...
+
+    def curl_target(self, key: str) -> tuple[str, list[str]]:
+        """A URL curl can GET for `key`, and the headers to send with it (secrets included)."""
+        ...
+
+
+class Store(Protocol):
+    """A running object store the benchmark can relay to and mount."""
+
+    backend: str  # "s3" | "swift"
+    port: int  # where the latency relay forwards
+
+    def start(self) -> "Store": ...
+
+    def stop(self) -> None: ...
+
+    def describe(self) -> str:
+        """What it is, for the report (name and version)."""
+        ...
+
+    def rclone_section(self, relay_port: int) -> str:
+        """rclone.conf section REMOTE whose object requests go through the relay."""
+        ...
+
+    def objects(self, container: str, relay_port: int | None = None) -> Objects:
+        """An object client for `container`, straight to the store or through the relay."""
+        ...
 
 
 class SeaweedS3:
     """A single-node SeaweedFS (master, volume, filer, S3 gateway) with S3 auth on."""
+
+    backend = "s3"
 
     def __init__(self, weed: Path, data_dir: Path, run_dir: Path) -> None:
         self.weed = weed
@@ -109,3 +181,144 @@ class SeaweedS3:
                              check=False).stdout
         # "version 8000GB 4.48 pypi linux amd64": the release is the dotted word.
         return next((w for w in out.split() if w[:1].isdigit() and "." in w), "?")
+
+    def describe(self) -> str:
+        return f"SeaweedFS {self.version()} (weed server -s3), 127.0.0.1"
+
+    def rclone_section(self, relay_port: int) -> str:
+        return (f"[{REMOTE}]\ntype = s3\nprovider = SeaweedFS\n"
+                f"access_key_id = {self.access_key}\nsecret_access_key = {self.secret_key}\n"
+                f"endpoint = http://127.0.0.1:{relay_port}\nregion = {REGION}\n")
+
+    def objects(self, container: str, relay_port: int | None = None) -> "S3Objects":
+        endpoint = f"http://127.0.0.1:{relay_port}" if relay_port else None
+        return S3Objects(self.client(endpoint), container)
+
+
+class S3Objects:
+    """Objects of one bucket through a boto3 client (thread-safe)."""
+
+    def __init__(self, client, container: str) -> None:
+        self.client = client
+        self.container = container
+
+    def sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.container):
+            sizes.update({o["Key"]: o["Size"] for o in page.get("Contents", ())})
+        return sizes
+
+    def create(self) -> None:
+        existing = {b["Name"] for b in self.client.list_buckets().get("Buckets", [])}
+        if self.container not in existing:
+            self.client.create_bucket(Bucket=self.container)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.container, Key=key)
+
+    def put(self, key: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            self.client.put_object(Bucket=self.container, Key=key, Body=f)
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        args = {"Bucket": self.container, "Key": key}
+        if start is not None and end is not None:
+            args["Range"] = f"bytes={start}-{end - 1}"
+        return self.client.get_object(**args)["Body"].read()
+
+    def curl_target(self, key: str) -> tuple[str, list[str]]:
+        url = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.container, "Key": key}, ExpiresIn=3600)
+        return url, []
+
+
+class SwiftServer:
+    """The test suite's Swift + Keystone stack, with an application credential (the tutorial's)."""
+
+    backend = "swift"
+
+    def __init__(self, base_dir: Path) -> None:
+        # Imported here: the stack's module is the suite's, and S3-only runs need none of it.
+        from tests.servers.swift_stack import SwiftStack
+
+        self.stack = SwiftStack(base_dir, token_cache_s=SWIFT_TOKEN_CACHE_S)
+        self.port = self.stack.port("proxy")
+
+    def start(self) -> "SwiftServer":
+        self.stack.start()
+        return self
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+    def describe(self) -> str:
+        versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("swift", "keystone"))
+        return (f"OpenStack Swift + Keystone ({versions}; tests/servers/swift_stack.py), "
+                f"127.0.0.1, proxy token cache {SWIFT_TOKEN_CACHE_S} s")
+
+    def storage_url(self, relay_port: int | None = None) -> str:
+        """The project's account URL, through the relay if `relay_port` is given."""
+        if relay_port is None:
+            return self.stack.storage_url
+        return f"http://127.0.0.1:{relay_port}/v1/AUTH_{self.stack.project_id}"
+
+    def rclone_section(self, relay_port: int) -> str:
+        # The tutorial's application-credential remote; Keystone is asked
+        # directly, and storage_url replaces the catalog's proxy URL.
+        return (self.stack.rclone_conf_section(REMOTE)
+                + f"storage_url = {self.storage_url(relay_port)}\n")
+
+    def objects(self, container: str, relay_port: int | None = None) -> "SwiftObjects":
+        token = self.stack.app_cred_session().get_token()
+        return SwiftObjects(self.storage_url(relay_port), token, container)
+
+
+class SwiftObjects:
+    """Objects of one container through python-swiftclient, one connection per thread."""
+
+    def __init__(self, storage_url: str, token: str, container: str) -> None:
+        self.storage_url = storage_url
+        self.token = token
+        self.container = container
+        self._local = threading.local()
+
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            from swiftclient.client import Connection
+
+            conn = Connection(preauthurl=self.storage_url, preauthtoken=self.token, retries=2)
+            self._local.conn = conn
+        return conn
+
+    def sizes(self) -> dict[str, int]:
+        _, listing = self._conn().get_container(self.container, full_listing=True)
+        return {o["name"]: o["bytes"] for o in listing}
+
+    def create(self) -> None:
+        self._conn().put_container(self.container)
+
+    def delete(self, key: str) -> None:
+        self._conn().delete_object(self.container, key)
+
+    def put(self, key: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            self._conn().put_object(self.container, key, f, content_length=path.stat().st_size)
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        headers = {"Range": f"bytes={start}-{end - 1}"} if start is not None and end else {}
+        return self._conn().get_object(self.container, key, headers=headers)[1]
+
+    def curl_target(self, key: str) -> tuple[str, list[str]]:
+        url = f"{self.storage_url}/{quote(self.container)}/{quote(key)}"
+        return url, [f"X-Auth-Token: {self.token}"]
+
+
+def make_store(backend: str, tools_weed: Path, state_dir: Path, run_dir: Path) -> Store:
+    """The store of `backend`: SeaweedFS keeps `state_dir` between runs, Swift starts afresh."""
+    if backend == "s3":
+        return SeaweedS3(tools_weed, state_dir, run_dir)
+    if backend == "swift":
+        return SwiftServer(run_dir / "swift")
+    raise ValueError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")

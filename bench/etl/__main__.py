@@ -18,17 +18,21 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from bench import dataset as data
+from bench import facts as run_facts
 from bench import procs, report
-from bench.__main__ import BENCH_DIR, REPO_DIR, _load_average, machine_facts
 from bench.etl import runs, table, verify
-from bench.mounts import Endpoint, Tools
+from bench.facts import REPO_DIR, load_average
+from bench.mounts import MountTarget, Tools
 from bench.profile import summarize
 from bench.relay import start_relay
-from bench.servers import REGION, SeaweedS3
+from bench.servers import SeaweedS3
 from objmount.etl.load import local_files
+
+BENCH_DIR = REPO_DIR / "bench"
 
 README_MARKERS = ("<!-- etl-results:start -->", "<!-- etl-results:end -->")
 DATA_SETS = {"files": "images", "shards": "shards"}
@@ -74,11 +78,10 @@ def _start(tools: Tools, work_dir: Path, rtt_ms: float,
     server = SeaweedS3(tools.weed, server_dir, run_dir)
     cleanup.callback(server.stop)
     server.start()
-    relay, relay_port = start_relay(server.port, rtt_ms, log_path=str(run_dir / "relay.log"))
-    cleanup.callback(procs.stop, relay)
-    endpoint = Endpoint(relay_port, server.access_key, server.secret_key, REGION)
-    rclone_conf, _ = endpoint.write_configs(run_dir)
-    return server, rclone_conf, run_dir
+    relay = start_relay(server.port, rtt_ms, log_path=str(run_dir / "relay.log"))
+    cleanup.callback(relay.stop)
+    target = MountTarget.write(run_dir, server.rclone_section(relay.port), "")
+    return server, target.rclone_conf, run_dir
 
 
 def _py_spy(work_dir: Path) -> tuple[str, ...]:
@@ -109,7 +112,7 @@ def main() -> int:
     local = {name: local_files(root, "") for name, root in trees.items()}
     labels = {"files": f"{len(local.get('files', [])):,} files",
               "shards": f"{layout.shard_count} x {layout.shard_bytes >> 20} MiB"}
-    started, load_start = time.monotonic(), _load_average()
+    started, load_start = time.monotonic(), load_average()
     measures: list[runs.Measure] = []
     with contextlib.ExitStack() as cleanup:
         server, rclone_conf, run_dir = _start(tools, work_dir, args.rtt_ms, cleanup)
@@ -133,8 +136,8 @@ def main() -> int:
                           f"{m.load.cpu_s:.1f} s), rerun {m.rerun.wall_s:.1f} s"
                           + (f", {len(m.problems)} problems" if m.problems else ""), flush=True)
         facts = {
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            **machine_facts(tools),
+            "date": run_facts.now_utc(),
+            **run_facts.machine_facts(tools.rclone),
             "server": f"SeaweedFS {server.version()} (weed server -s3), 127.0.0.1, "
                       "a fresh bucket per load",
             "injected RTT": f"{args.rtt_ms:g} ms (user-space relay, half each way)",
@@ -144,9 +147,8 @@ def main() -> int:
                       if loaders and loaders[-1].name == "rclone" else "-",
             "repeats": f"{max(1, args.repeat)}; medians shown",
             "duration": f"{(time.monotonic() - started) / 60:.1f} min",
-            "load average (1 min) at start, end": f"{load_start}, {_load_average()}",
+            "load average (1 min) at start, end": f"{load_start}, {load_average()}",
         }
-    facts.pop("s3fs", None)
     text = "\n".join(["### Run", "", *[f"- {k}: {v}" for k, v in facts.items()], "",
                       table.table(measures), ""])
     wrong = table.problems(measures)
@@ -154,8 +156,9 @@ def main() -> int:
         text += "\nProblems:\n\n" + "\n".join(f"- {p}" for p in wrong) + "\n"
     print()
     print(text)
-    md = table.write(args.results_dir, text, measures, {"facts": facts, "args": {
-        k: str(v) for k, v in vars(args).items()}})
+    md = report.write_results(args.results_dir, "etl-latest", text, {
+        "facts": facts, "args": {k: str(v) for k, v in vars(args).items()},
+        "measures": [asdict(m) for m in measures]})
     print(f"bench.etl: wrote {md}")
     if args.py_spy:
         _summarize_profiles(work_dir)

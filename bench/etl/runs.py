@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench import procs
 from bench.etl import verify
-from bench.mounts import REMOTE
+from bench.servers import REMOTE
 from objmount.etl.load import LocalFile
 
 # The Food-11 tutorial's flags, given to both tools.

@@ -5,11 +5,8 @@ are speed over speed (above 1.0 objmount is faster); for the no-op rerun, the
 inverse of the times.
 """
 
-import json
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict
-from pathlib import Path
 
 from bench.etl.runs import Measure
 
@@ -60,13 +57,3 @@ def table(measures: list[Measure]) -> str:
 def problems(measures: list[Measure], limit: int = 5) -> list[str]:
     """The first few problems of each failed measure, for the report."""
     return [f"{m.tool} {m.data}: {p}" for m in measures for p in m.problems[:limit]]
-
-
-def write(results_dir: Path, text: str, measures: list[Measure], meta: dict) -> Path:
-    """Write etl-latest.md and etl-latest.json (`meta` and every measure); return the .md."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    md = results_dir / "etl-latest.md"
-    md.write_text(text)
-    (results_dir / "etl-latest.json").write_text(json.dumps(
-        {**meta, "measures": [asdict(m) for m in measures]}, indent=1))
-    return md
