@@ -1,8 +1,9 @@
 """The cold limit: the same workloads as plain parallel downloads through the relay, no FUSE.
 
-Two clients, as the issue suggests: boto3 with threads in this process (ranged
-GETs of 8 MiB parts for shards), and `rclone copy --transfers 16` into a tmpfs.
-Both verify sha256 like the mount workloads do.
+Two clients: the store's own client with threads in this process (boto3 on S3,
+python-swiftclient on Swift; ranged GETs of 8 MiB parts for shards), and
+`rclone copy --transfers 16` into a tmpfs. Both verify sha256 like the mount
+workloads do.
 """
 
 import hashlib
@@ -14,22 +15,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.dataset import BUCKET, Dataset, Entry, Pread
-from bench.mounts import REMOTE
+from bench.dataset import Dataset, Entry, Pread
+from bench.mounts import MountTarget
+from bench.servers import REMOTE, Objects
 from bench.workloads import READER_THREADS, Outcome
 
 PART_BYTES = 8 << 20
 DOWNLOAD_THREADS = 16
 
 
-def _get(client, key: str, start: int | None = None, end: int | None = None) -> bytes:
-    args = {"Bucket": BUCKET, "Key": key}
-    if start is not None and end is not None:
-        args["Range"] = f"bytes={start}-{end - 1}"
-    return client.get_object(**args)["Body"].read()
-
-
-def boto3_shards(client, dataset: Dataset, shards_at_once: int) -> Outcome:
+def threaded_shards(objects: Objects, dataset: Dataset, shards_at_once: int) -> Outcome:
     """Download shards, `shards_at_once` at a time, each in 8 MiB parts over 16 threads."""
     errors = 0
     started = time.perf_counter()
@@ -41,7 +36,7 @@ def boto3_shards(client, dataset: Dataset, shards_at_once: int) -> Outcome:
         def fetch(part: tuple[Entry, int], buffers: dict[str, bytearray] = buffers) -> None:
             entry, off = part
             end = min(off + PART_BYTES, entry.size)
-            buffers[entry.key][off:end] = _get(client, entry.key, off, end)
+            buffers[entry.key][off:end] = objects.get(entry.key, off, end)
 
         with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
             list(pool.map(fetch, parts))
@@ -50,10 +45,10 @@ def boto3_shards(client, dataset: Dataset, shards_at_once: int) -> Outcome:
     return Outcome(seconds, sum(e.size for e in dataset.shards), len(dataset.shards), errors)
 
 
-def boto3_smalls(client, dataset: Dataset, threads: int = DOWNLOAD_THREADS) -> Outcome:
+def threaded_smalls(objects: Objects, dataset: Dataset, threads: int = DOWNLOAD_THREADS) -> Outcome:
     """GET every small file whole, `threads` at once."""
     def fetch(entry: Entry) -> int:
-        return int(hashlib.sha256(_get(client, entry.key)).hexdigest() != entry.sha256)
+        return int(hashlib.sha256(objects.get(entry.key)).hexdigest() != entry.sha256)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -62,10 +57,10 @@ def boto3_smalls(client, dataset: Dataset, threads: int = DOWNLOAD_THREADS) -> O
     return Outcome(seconds, sum(e.size for e in dataset.smalls), len(dataset.smalls), errors)
 
 
-def boto3_preads(client, plan: list[Pread]) -> Outcome:
+def threaded_preads(objects: Objects, plan: list[Pread]) -> Outcome:
     """One ranged GET per planned pread, 8 threads (as the mounts get them)."""
     def fetch(p: Pread) -> int:
-        data = _get(client, p.key, p.offset, p.offset + p.size)
+        data = objects.get(p.key, p.offset, p.offset + p.size)
         return int(hashlib.sha256(data).hexdigest() != p.sha256)
 
     started = time.perf_counter()
@@ -75,24 +70,22 @@ def boto3_preads(client, plan: list[Pread]) -> Outcome:
     return Outcome(seconds, sum(p.size for p in plan), len(plan), errors)
 
 
-def boto3_list(client, dataset: Dataset) -> Outcome:
-    """A recursive listing (ListObjectsV2 pages of 1000): what any listing costs at least."""
+def listing(objects: Objects, dataset: Dataset) -> Outcome:
+    """One full flat listing, page after page: what any listing costs at least."""
     started = time.perf_counter()
-    count = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        count += len(page.get("Contents", ()))
+    count = len(objects.sizes())
     seconds = time.perf_counter() - started
     return Outcome(seconds, 0, count, abs(count - len(dataset.entries)))
 
 
-def rclone_copy(rclone: Path, config: Path, dataset: Dataset, prefix: str,
+def rclone_copy(rclone: Path, target: MountTarget, dataset: Dataset, prefix: str,
                 entries: list[Entry], log_path: Path) -> Outcome:
     """`rclone copy --transfers 16` of `prefix` into a tmpfs; bytes hashed after the clock stops."""
-    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="objmount-bench-") as target:
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="objmount-bench-") as tmp:
         started = time.perf_counter()
         done = subprocess.run(
-            [str(rclone), "copy", f"{REMOTE}:{BUCKET}/{prefix}", f"{target}/{prefix}",
-             "--config", str(config), "--transfers", "16", "--checkers", "16",
+            [str(rclone), "copy", f"{REMOTE}:{target.container}/{prefix}", f"{tmp}/{prefix}",
+             "--config", str(target.rclone_conf), "--transfers", "16", "--checkers", "16",
              "--log-file", str(log_path), "--log-level", "NOTICE"],
             check=False, stdin=subprocess.DEVNULL,
         )
@@ -102,7 +95,7 @@ def rclone_copy(rclone: Path, config: Path, dataset: Dataset, prefix: str,
 
         def check(entry: Entry) -> None:
             nonlocal errors
-            path = Path(target) / entry.key
+            path = Path(tmp) / entry.key
             ok = path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
             if not ok:
                 with lock:
@@ -110,5 +103,5 @@ def rclone_copy(rclone: Path, config: Path, dataset: Dataset, prefix: str,
 
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(check, entries))
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return Outcome(seconds, sum(e.size for e in entries), len(entries), errors)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import botocore.exceptions
 
-from bench import procs
 from bench.mounts import Tools
 from bench.relay import start_relay
 from bench.servers import REGION, SeaweedS3

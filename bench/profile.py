@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import dataset as data
 from bench import harness
 from bench.mounts import Mount, MountSpec, Tools, drop_caches
+from bench.servers import BACKENDS
 from bench.workloads import WORKLOADS, Limits
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--workload", default="small", choices=[w.key for w in WORKLOADS])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rtt-ms", type=float, default=20.0)
+    parser.add_argument("--backend", choices=BACKENDS, default="s3")
     parser.add_argument("--profiler", choices=["py-spy", "pyinstrument"], default="py-spy")
     parser.add_argument("--mount-args", default="", help="extra `objmount mount` flags")
     parser.add_argument("--passes", choices=["cold", "both", "warm"], default="cold",
@@ -118,15 +120,15 @@ def main() -> None:
     tools = Tools.find()
     workload = next(w for w in WORKLOADS if w.key == args.workload)
     with contextlib.ExitStack() as cleanup:
-        env = harness.environment(tools, work_dir, data.Layout.from_scale(args.scale),
+        run_dir = harness.prepare_run(work_dir, "run")
+        dataset = data.prepare(work_dir, data.Layout.from_scale(args.scale))
+        site = harness.start_site(args.backend, tools, work_dir, run_dir, dataset, data.BUCKET,
                                   args.rtt_ms, cleanup)
-        ctx = harness.context(tools, env, None, 900, [workload])
+        ctx = harness.Context(tools, dataset, dataset.pread_plan(), None, 900, [workload])
         spec = MountSpec("objmount", "objmount", tuple(shlex.split(args.mount_args)))
         mount_cls = PyinstrumentMount if args.profiler == "pyinstrument" else (
             Boto3GetsMount if args.boto3_gets else Mount)
-        mount = mount_cls(spec, tools, ctx.rclone_conf, ctx.s3fs_passwd, ctx.endpoint,
-                          env.run_dir / "mnt", env.run_dir / "cache" / "profile",
-                          env.run_dir / "profile-mount.log")
+        mount = harness.new_mount(spec, tools, site, "profile", mount_cls)
         if isinstance(mount, PyinstrumentMount):
             mount.report_path = stem.with_suffix(".txt")
         cleanup.callback(mount.stop)

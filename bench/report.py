@@ -1,26 +1,33 @@
-"""The results: one markdown table of figures, the objmount ratios, and the issue's targets.
+"""The results: per store, a table of figures, the mounts' CPU per item, and objmount's ratios;
+then issue #13's targets across stores.
 
-Rows are configurations (each mount, the direct downloads, local disk);
-columns are workload x pass (cold, warm). Every ratio is objmount's speed over
-the other's (above 1.0 objmount is faster); listing time enters as 1/seconds.
-A figure whose pass had any failed read or wrong byte is marked with the count of bad reads.
+Rows are configurations (each mount, the direct downloads, local disk), one
+set per store (S3 on SeaweedFS, Swift + Keystone); columns are workload x pass
+(cold, warm, and hot for small files). Every ratio is objmount's speed over the
+other's on the same store (above 1.0 objmount is faster); listing time enters
+as 1/seconds. A figure whose pass had any failed read or wrong byte is marked
+with the count of bad reads. The local-disk row is measured once and shown with
+every store.
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.workloads import WORKLOADS, Outcome, Workload
 
-PASSES = ("cold", "warm")
+PASSES = ("cold", "warm", "hot")
+STORE_TITLES = {"s3": "S3 (SeaweedFS)", "swift": "Swift + Keystone"}
 
 
 @dataclass
 class Row:
-    """One configuration's outcomes, keyed `workload.key` then pass."""
+    """One configuration's outcomes on one store, keyed `workload.key` then pass."""
 
     name: str
     kind: str  # objmount | rclone | s3fs | direct | local
+    backend: str = ""  # s3 | swift; "" for local disk (every store's)
     outcomes: dict[str, dict[str, Outcome]] = field(default_factory=dict)
     peak_rss_kib: int | None = None
     cpu_s: float = 0.0
@@ -51,17 +58,27 @@ def _cell(workload: Workload, outcome: Outcome | None) -> str:
             outcome.seconds)
         shown = f"{seconds:.2f} s"
     else:
-        shown = _fmt(workload.figure(outcome))
+        shown = fmt(workload.figure(outcome))
     return shown + ("*" if outcome.partial else "") + (
         f" ({outcome.errors} bad)" if outcome.errors else "")
 
 
-def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+def fmt(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def _ratio(a: float | None, b: float | None) -> str:
+def ratio_text(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _columns() -> list[tuple[Workload, str]]:
+    return [(w, p) for w in WORKLOADS for p in w.passes]
 
 
 def _best(rows: list[Row], kinds: tuple[str, ...], workload: Workload,
@@ -76,41 +93,72 @@ def _best(rows: list[Row], kinds: tuple[str, ...], workload: Workload,
 
 
 def table(rows: list[Row]) -> str:
-    """The figures: one row per configuration, cold and warm per workload, peak RSS."""
+    """The figures: one row per configuration, every pass of every workload, RSS and CPU."""
     head = ["configuration"]
-    for w in WORKLOADS:
-        unit = "s" if w.key == "ls" else w.unit
-        head += [f"{w.key} {p} ({unit})" for p in PASSES]
+    head += [f"{w.key} {p} ({'s' if w.key == 'ls' else w.unit})" for w, p in _columns()]
     head += ["peak RSS (MB)", "CPU (s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for row in rows:
-        cells = [row.name]
-        for w in WORKLOADS:
-            cells += [_cell(w, row.get(w.key, p)) for p in PASSES]
+        cells = [row.name] + [_cell(w, row.get(w.key, p)) for w, p in _columns()]
         cells.append(f"{row.peak_rss_kib / 1024:.0f}" if row.peak_rss_kib else "-")
         cells.append(f"{row.cpu_s:.0f}" if row.cpu_s else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return md_table(head, body)
+
+
+def _cpu_cell(workload: Workload, outcome: Outcome | None) -> str:
+    """The mount's CPU per unit of work in one pass: ms per file/op, ms per MB, s per listing."""
+    if outcome is None or outcome.usage is None or outcome.usage.cpu_s is None or outcome.note:
+        return "-"
+    if workload.unit == "MB/s":
+        per = outcome.usage.cpu_ms_per(outcome.bytes / 1e6)
+    elif workload.key == "ls":
+        return f"{outcome.usage.cpu_s:.2f} s"
+    else:
+        per = outcome.usage.cpu_ms_per(outcome.items)
+    return "-" if per is None else f"{per:.2f}"
+
+
+def cpu_table(rows: list[Row]) -> str:
+    """The mount process's CPU (user + system) per unit of work, per pass, mounts only."""
+    head = ["configuration"]
+    for w, p in _columns():
+        unit = "ms/MB" if w.unit == "MB/s" else "s" if w.key == "ls" else "ms/file" if (
+            w.key == "small") else "ms/op"
+        head.append(f"{w.key} {p} ({unit})")
+    body = [[row.name] + [_cpu_cell(w, row.get(w.key, p)) for w, p in _columns()]
+            for row in rows if row.kind not in ("direct", "local")]
+    return md_table(head, body)
+
+
+REFERENCES = (("best rclone", ("rclone",), PASSES), ("best direct", ("direct",), ("cold",)),
+              ("local disk", ("local",), ("warm", "hot")))
 
 
 def ratios(rows: list[Row]) -> str:
     """objmount over the best rclone, the best direct download (cold) and local disk (warm)."""
-    head = ["ratio"] + [f"{w.key} {p}" for w in WORKLOADS for p in PASSES]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["ratio"] + [f"{w.key} {p}" for w, p in _columns()]
+    body = []
     for row in (r for r in rows if r.kind == "objmount"):
-        for label, kinds, passes in (("best rclone", ("rclone",), PASSES),
-                                     ("best direct", ("direct",), ("cold",)),
-                                     ("local disk", ("local",), ("warm",))):
+        for label, kinds, passes in REFERENCES:
             cells = [f"{row.name} / {label}"]
-            for w in WORKLOADS:
-                for p in PASSES:
-                    if p not in passes:
-                        cells.append("")
-                        continue
-                    ref, _ = _best(rows, kinds, w, p)
-                    cells.append(_ratio(_speed(w, row.get(w.key, p)), ref))
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            for w, p in _columns():
+                ref, _ = _best(rows, kinds, w, p) if p in passes else (None, "")
+                cells.append(ratio_text(_speed(w, row.get(w.key, p)), ref) if p in passes else "")
+            body.append(cells)
+    return md_table(head, body)
+
+
+def bypassed_relay(rows: list[Row]) -> list[str]:
+    """Mount passes that read data from the store (cold) but sent no GET through the relay."""
+    found = []
+    for row in rows:
+        for key, passes in row.outcomes.items():
+            o = passes.get("cold")
+            if (row.kind not in ("direct", "local") and o and o.usage and o.usage.relay
+                    and o.bytes and not o.usage.relay.get("get")):
+                found.append(f"{row.name} {key} cold")
+    return found
 
 
 @dataclass(frozen=True)
@@ -122,65 +170,104 @@ class Target:
     at_least: float
 
 
+# Issue #13, "Targets (ratios in one run; S3 and Swift)".
 TARGETS = [
-    Target("cold large sequential (1 at a time) >= 1.0x best rclone", "seq1", "cold",
+    Target("small files warm, after drop_caches >= 2x best rclone", "small", "warm",
+           ("rclone",), 2.0),
+    Target("small files warm, after drop_caches >= 0.5x local disk", "small", "warm",
+           ("local",), 0.5),
+    Target("random preads warm >= 1x best rclone", "rand", "warm", ("rclone",), 1.0),
+    Target("4 shards at once, warm >= 0.6x local disk", "seq4", "warm", ("local",), 0.6),
+    Target("page-cache-warm small files (no drop_caches) >= 0.9x local disk", "small", "hot",
+           ("local",), 0.9),
+    Target("cold 1 shard (default flags: row objmount) >= 1.0x best rclone", "seq1", "cold",
            ("rclone",), 1.0),
-    Target("cold large sequential (4 at once) >= 1.0x best rclone", "seq4", "cold",
-           ("rclone",), 1.0),
-    Target("cold large sequential (1 at a time) >= 0.8x direct download", "seq1", "cold",
-           ("direct",), 0.8),
-    Target("cold large sequential (4 at once) >= 0.8x direct download", "seq4", "cold",
-           ("direct",), 0.8),
-    Target("cold small files >= 2x best rclone", "small", "cold", ("rclone",), 2.0),
-    Target("warm shards (1 at a time) >= 0.8x local disk", "seq1", "warm", ("local",), 0.8),
-    Target("warm shards (4 at once) >= 0.8x local disk", "seq4", "warm", ("local",), 0.8),
-    Target("warm small files >= 0.8x local disk", "small", "warm", ("local",), 0.8),
-    Target("warm random preads >= 0.8x local disk", "rand", "warm", ("local",), 0.8),
-    Target("cold listing no slower than best rclone", "ls", "cold", ("rclone",), 1.0),
-    Target("warm listing no slower than best rclone", "ls", "warm", ("rclone",), 1.0),
 ]
 RSS_LIMIT_MB = 200
+# Swift's ratios against rclone on Swift: within 20% of the S3 ratios.
+SWIFT_TOLERANCE = 0.2
 
 
-def targets(rows: list[Row]) -> str:
-    """Each target of issue #5 with the measured ratio of every objmount configuration."""
-    objmounts = [r for r in rows if r.kind == "objmount"]
-    by_key = {w.key: w for w in WORKLOADS}
-    head = ["target", *(r.name for r in objmounts), "reference"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _target_ratio(rows: list[Row], name: str, t: Target) -> tuple[float | None, str]:
+    w = {w.key: w for w in WORKLOADS}[t.workload]
+    row = next((r for r in rows if r.name == name), None)
+    ref, ref_name = _best(rows, t.kinds, w, t.pass_name)
+    mine = _speed(w, row.get(t.workload, t.pass_name)) if row else None
+    return (mine / ref if mine is not None and ref else None), ref_name
+
+
+def _verdict(value: float | None, at_least: float) -> str:
+    if value is None:
+        return "-"
+    # Enough digits that a miss never prints as the target itself (0.799 -> 0.80).
+    digits = 3 if abs(value - at_least) < 0.005 else 2
+    return f"{value:.{digits}f}x {'met' if value >= at_least else '**missed**'}"
+
+
+def targets(by_backend: dict[str, list[Row]]) -> str:
+    """Each target of issue #13 for every objmount configuration on every store, and the
+    Swift ratio against the S3 one."""
+    names = list(dict.fromkeys(r.name for rows in by_backend.values() for r in rows
+                               if r.kind == "objmount"))
+    both = {"s3", "swift"} <= by_backend.keys()
+    head = ["target"]
+    for name in names:
+        head += [f"{name} {STORE_TITLES.get(b, b)}" for b in by_backend]
+        if both:
+            head.append(f"{name} Swift / S3")
+    head.append("reference")
+    body = []
     for t in TARGETS:
-        w = by_key[t.workload]
-        ref, ref_name = _best(rows, t.kinds, w, t.pass_name)
-        cells = [t.text]
-        for row in objmounts:
-            mine = _speed(w, row.get(t.workload, t.pass_name))
-            if mine is None or ref is None:
-                cells.append("-")
-                continue
-            value = mine / ref
-            # Enough digits that a miss never prints as the target itself (0.799 -> 0.80).
-            digits = 3 if abs(value - t.at_least) < 0.005 else 2
-            cells.append(f"{value:.{digits}f}x {'met' if value >= t.at_least else '**missed**'}")
-        cells.append(ref_name or "-")
-        lines.append("| " + " | ".join(cells) + " |")
+        cells, refs = [t.text], set()
+        for name in names:
+            values = {}
+            for backend, rows in by_backend.items():
+                values[backend], ref_name = _target_ratio(rows, name, t)
+                refs.add(ref_name or "-")
+                cells.append(_verdict(values[backend], t.at_least))
+            if both:
+                s3, swift = values["s3"], values["swift"]
+                if s3 and swift:
+                    rel = swift / s3
+                    ok = abs(rel - 1) <= SWIFT_TOLERANCE
+                    cells.append(f"{rel:.2f} {'met' if ok else '**missed**'}")
+                else:
+                    cells.append("-")
+        body.append([*cells, ", ".join(sorted(refs))])
     cells = [f"peak RSS < {RSS_LIMIT_MB} MB"]
-    for row in objmounts:
-        if row.peak_rss_kib is None:
-            cells.append("-")
-        else:
-            mb = row.peak_rss_kib / 1024
-            cells.append(f"{mb:.0f} MB {'met' if mb < RSS_LIMIT_MB else '**missed**'}")
-    lines.append("| " + " | ".join([*cells, "VmHWM of the mount process"]) + " |")
-    return "\n".join(lines)
+    for name in names:
+        for rows in by_backend.values():
+            row = next((r for r in rows if r.name == name), None)
+            if row is None or row.peak_rss_kib is None:
+                cells.append("-")
+            else:
+                mb = row.peak_rss_kib / 1024
+                cells.append(f"{mb:.0f} MB {'met' if mb < RSS_LIMIT_MB else '**missed**'}")
+        if both:
+            cells.append("")
+    body.append([*cells, "VmHWM of the mount process"])
+    return md_table(head, body)
 
 
-def markdown(header: list[str], rows: list[Row]) -> str:
-    """The whole report: run facts, figures, ratios, targets."""
-    return "\n".join([
-        *header, "", "### Figures", "", table(rows), "",
-        "### objmount ratios (speed over speed; above 1.0 objmount is faster)", "",
-        ratios(rows), "", "### Targets of issue #5", "", targets(rows), "",
-    ])
+def markdown(header: list[str], by_backend: dict[str, list[Row]]) -> str:
+    """The whole report: run facts; per store figures, CPU per item, ratios; targets."""
+    parts = [*header, ""]
+    for backend, rows in by_backend.items():
+        title = STORE_TITLES.get(backend, backend)
+        parts += [f"### Figures on {title}", "", table(rows), "",
+                  f"### Mount CPU per unit of work on {title} (user + system of the mount "
+                  "process, /proc/PID/stat, per pass)", "", cpu_table(rows), "",
+                  f"### objmount ratios on {title} (speed over speed; above 1.0 objmount is "
+                  "faster)", "", ratios(rows), ""]
+        bypass = bypassed_relay(rows)
+        if bypass:
+            parts += [f"**Relay bypassed** (no GET seen at the relay): {', '.join(bypass)}", ""]
+    parts += ["### Targets of issue #13", "", targets(by_backend), ""]
+    return "\n".join(parts)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def write_results(results_dir: Path, stem: str, text: str, payload: dict) -> Path:

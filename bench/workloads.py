@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.dataset import Dataset, Entry, Pread
+from bench.usage import Usage
 
 # Large reads, as a loader of big shards (or np.fromfile, tar readers) issues them.
 SEQ_READ_BYTES = 1 << 20
@@ -39,6 +40,7 @@ class Outcome:
     errors: int = 0
     note: str = ""
     planned: int = 0  # items a whole pass has; more than `items` if the budget cut it
+    usage: Usage | None = None  # the mount's CPU, relay requests, objmount counters
 
     @property
     def partial(self) -> bool:
@@ -70,6 +72,9 @@ class Workload:
     title: str
     unit: str
     run: Callable[[Path, Dataset, list[Pread], Limits], Outcome]
+    # cold: empty cache, after drop_caches; warm: again, after drop_caches (the
+    # mount's own cache); hot: again at once, the page cache kept (issue #13).
+    passes: tuple[str, ...] = ("cold", "warm")
 
     def figure(self, outcome: Outcome) -> float:
         """The table's figure, higher is better (listing: entries/s)."""
@@ -188,7 +193,8 @@ def _whole_task(root: Path, entry: Entry) -> Callable[[], tuple[int, int, bool]]
 WORKLOADS = [
     Workload("seq1", "shards one at a time", "MB/s", shards_one_at_a_time),
     Workload("seq4", "4 shards at once", "MB/s", shards_all_at_once),
-    Workload("small", "small files, 8 threads, random order", "files/s", small_files_random),
+    Workload("small", "small files, 8 threads, random order", "files/s", small_files_random,
+             ("cold", "warm", "hot")),
     Workload("rand", "random 64 KiB preads, 8 threads", "ops/s", random_preads),
     Workload("ls", "ls -lR", "entries/s", list_tree),
 ]

@@ -86,6 +86,7 @@ class SwiftStack:
         token_cache_s: int = -1,
         start_timeout_s: float = 60.0,
         python: str | None = None,
+        workers: int = 0,
     ) -> None:
         """Describe a stack living under ``base_dir``; nothing runs before :meth:`start`.
 
@@ -95,7 +96,9 @@ class SwiftStack:
         how long the proxy's authtoken caches a validated token: -1 (never) makes a
         revoked credential fail at once and costs ~20 ms per request, as Keystone
         caches in memory. ``python`` runs the servers (an interpreter with keystone
-        and swift installed; defaults to the current one).
+        and swift installed; defaults to the current one). ``workers`` is each Swift
+        server's ``workers`` setting: 0 (one process, the tests' choice) or N worker
+        processes forked by it (the benchmark's, as deployments run them).
         """
         self.base_dir = Path(base_dir).resolve()
         self.logs_dir = self.base_dir / "logs"
@@ -104,6 +107,7 @@ class SwiftStack:
         self.token_cache_s = token_cache_s
         self.start_timeout_s = start_timeout_s
         self.python = python or sys.executable
+        self.workers = workers
         self.username = "objmount-user"
         self.password = secrets.token_urlsafe(16)
         self.project_name = "objmount-project"
@@ -342,7 +346,8 @@ class SwiftStack:
         # /dev/log): aim it at the discard port of 127.0.0.1; "--verbose" copies
         # the log to stderr, which goes to the log file.
         return (
-            f"[DEFAULT]\nbind_ip = {HOST}\nbind_port = {self.port(server)}\nworkers = 0\n"
+            f"[DEFAULT]\nbind_ip = {HOST}\nbind_port = {self.port(server)}\n"
+            f"workers = {self.workers}\n"
             f"user = {pwd.getpwuid(os.getuid()).pw_name}\n"
             f"swift_dir = {self.base_dir / 'swift'}\ndevices = {self.base_dir / 'srv'}\n"
             f"mount_check = false\nrecon_cache_path = {self.base_dir / 'recon'}\n"
