@@ -15,7 +15,6 @@ every mount unmounted when it ends, also on Ctrl-C, SIGTERM or an error.
 
 import argparse
 import contextlib
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +23,7 @@ from bench import dataset as data
 from bench import facts as run_facts
 from bench import harness, netcheck, procs, report
 from bench.facts import REPO_DIR, load_average
-from bench.mounts import Tools, specs
+from bench.mounts import specs
 from bench.servers import BACKENDS
 from bench.workloads import WORKLOADS
 
@@ -78,10 +77,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    procs.exit_on_signals()
-    work_dir = args.work_dir.absolute()
-    run_dir = harness.prepare_run(work_dir, "run")
-    tools = Tools.find()
+    work_dir, run_dir, tools = harness.begin(args.work_dir, "run")
     all_specs = specs(tools)
     wanted = {s.strip() for s in args.mounts.split(",") if s.strip()}
     chosen = [s for s in all_specs
@@ -160,8 +156,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("bench: interrupted; everything it started is stopped", file=sys.stderr)
-        sys.exit(130)
+    procs.run_main(main, "bench")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import dataset as data
-from bench import direct, report
+from bench import direct, procs, report
 from bench.mounts import (
     Mount,
     MountSpec,
@@ -52,6 +52,17 @@ def prepare_run(work_dir: Path, run_name: str) -> Path:
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir()
     return run_dir
+
+
+def begin(work_dir: Path, run_name: str) -> tuple[Path, Path, Tools]:
+    """A harness's first steps: SIGTERM/SIGHUP exit cleanly, a fresh run dir, the tools.
+
+    Returns the absolute work dir, the empty run dir and the tools found.
+    """
+    procs.exit_on_signals()
+    work_dir = work_dir.absolute()
+    run_dir = prepare_run(work_dir, run_name)
+    return work_dir, run_dir, Tools.find()
 
 
 @dataclass
@@ -92,6 +103,7 @@ def relayed(site: Site, rtt_ms: float, cleanup: contextlib.ExitStack, label: str
 
 def _behind_relay(backend: str, store: Store, container: str, site_dir: Path, rtt_ms: float,
                   uploaded: bool, cleanup: contextlib.ExitStack) -> Site:
+    site_dir.mkdir(parents=True, exist_ok=True)
     relay = start_relay(store.port, rtt_ms, log_path=str(site_dir / "relay.log"))
     cleanup.callback(relay.stop)
     s3_keys = None

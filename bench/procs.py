@@ -12,6 +12,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +50,15 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def run_main(main: Callable[[], int], prog: str) -> None:
+    """Exit with `main()`'s status; Ctrl-C exits 130 with one line (what ran is stopped)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; everything it started is stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 def exit_on_signals() -> None:

@@ -21,6 +21,7 @@ import json
 import secrets
 import subprocess
 import threading
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -43,6 +44,9 @@ SWIFT_TOKEN_CACHE_S = 300
 # tests run one process each; deployments run several. On 2 cores, 2 workers
 # served 165-170 small GETs/s to curl against 110 with one process.
 SWIFT_WORKERS = 2
+# The proxy caches a 404 of account or container info for a tenth of
+# recheck_*_existence (60 s): in one worker's memory, with the stack's cache.
+NOT_FOUND_CACHE_S = 6.0
 
 
 class Objects(Protocol):
@@ -311,8 +315,25 @@ class SwiftObjects:
         self._conn().delete_object(self.container, key)
 
     def put(self, key: str, path: Path) -> None:
-        with open(path, "rb") as f:
-            self._conn().put_object(self.container, key, f, content_length=path.stat().st_size)
+        """PUT `path`; a 404 is retried (0.5 s apart, for at most NOT_FOUND_CACHE_S * 3).
+
+        Each proxy worker caches "account not found" (from the stack's readiness
+        probe, before the first container PUT created the account) for 6 s, so
+        the first PUTs through another worker may see 404 for that long.
+        """
+        from swiftclient.exceptions import ClientException
+
+        deadline = time.monotonic() + NOT_FOUND_CACHE_S * 3
+        while True:
+            try:
+                with open(path, "rb") as f:
+                    self._conn().put_object(self.container, key, f,
+                                            content_length=path.stat().st_size)
+                return
+            except ClientException as exc:
+                if exc.http_status != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         headers = {"Range": f"bytes={start}-{end - 1}"} if start is not None and end else {}

@@ -169,8 +169,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("bench.etl: interrupted; everything it started is stopped", file=sys.stderr)
-        sys.exit(130)
+    procs.run_main(main, "bench.etl")

@@ -17,7 +17,6 @@ it ends, also on Ctrl-C, SIGTERM or an error.
 
 import argparse
 import contextlib
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -127,10 +126,7 @@ def cold_cpu(tools: Tools, site: harness.Site, dataset: data.Dataset,
 
 def main() -> int:
     args = parse_args()
-    procs.exit_on_signals()
-    work_dir = args.work_dir.absolute()
-    run_dir = harness.prepare_run(work_dir, "train-run")
-    tools = Tools.find()
+    work_dir, run_dir, tools = harness.begin(args.work_dir, "train-run")
     prefetch_present = "prefetch" in args.config_keys and _prefetch_present()
     started, load_start = time.monotonic(), load_average()
     layout = layout_at(args.scale)
@@ -211,8 +207,4 @@ def _prefetch_present() -> bool:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("bench.train: interrupted; everything it started is stopped", file=sys.stderr)
-        sys.exit(130)
+    procs.run_main(main, "bench.train")
