@@ -30,15 +30,6 @@ from bench.workloads import WORKLOADS
 BENCH_DIR = REPO_DIR / "bench"
 
 
-def backends_arg(text: str) -> list[str]:
-    """Parse --backends: a comma-separated subset of s3,swift, in that order."""
-    chosen = [b.strip() for b in text.split(",") if b.strip()]
-    unknown = set(chosen) - set(BACKENDS)
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"one or more of {','.join(BACKENDS)}")
-    return [b for b in BACKENDS if b in chosen]
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__.split("\n")[0],
@@ -46,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="data set size: 1 = 4 x 256 MiB shards + 5,000 small files; "
                         "0.1 for a quick run")
-    parser.add_argument("--backends", type=backends_arg, default=list(BACKENDS),
+    parser.add_argument("--backends", type=harness.backends_arg, default=list(BACKENDS),
                         help="stores to run on: s3 (SeaweedFS), swift (Swift + Keystone)")
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time the relay adds")
     parser.add_argument("--mounts", default="",

@@ -10,6 +10,7 @@ rows are the limits. `bench.train` and later harnesses reuse the sites, mounts
 and meters; only their workloads differ.
 """
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -31,7 +32,7 @@ from bench.mounts import (
     stale_mounts,
 )
 from bench.relay import RelayProcess, start_relay
-from bench.servers import REGION, Store, make_store
+from bench.servers import BACKENDS, REGION, Store, make_store
 from bench.usage import Meter
 from bench.workloads import WORKLOADS, Limits, Outcome, Workload
 
@@ -52,6 +53,15 @@ def prepare_run(work_dir: Path, run_name: str) -> Path:
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir()
     return run_dir
+
+
+def backends_arg(text: str) -> list[str]:
+    """Parse --backends: a comma-separated subset of s3,swift, in that order."""
+    chosen = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"one or more of {','.join(BACKENDS)}")
+    return [b for b in BACKENDS if b in chosen]
 
 
 def begin(work_dir: Path, run_name: str) -> tuple[Path, Path, Tools]:

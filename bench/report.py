@@ -11,7 +11,6 @@ every store.
 """
 
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -264,10 +263,6 @@ def markdown(header: list[str], by_backend: dict[str, list[Row]]) -> str:
             parts += [f"**Relay bypassed** (no GET seen at the relay): {', '.join(bypass)}", ""]
     parts += ["### Targets of issue #13", "", targets(by_backend), ""]
     return "\n".join(parts)
-
-
-def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
 
 
 def write_results(results_dir: Path, stem: str, text: str, payload: dict) -> Path:

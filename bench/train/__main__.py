@@ -24,7 +24,6 @@ from pathlib import Path
 from bench import dataset as data
 from bench import direct, harness, netcheck, procs, report
 from bench import facts as run_facts
-from bench.__main__ import backends_arg
 from bench.facts import REPO_DIR, load_average
 from bench.mounts import Tools, drop_caches, specs
 from bench.servers import BACKENDS
@@ -48,7 +47,7 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0,
                         help=f"data set size: 1 = {FILES_AT_SCALE_1:,} JPEGs of 60-120 KiB")
-    parser.add_argument("--backends", type=backends_arg, default=list(BACKENDS),
+    parser.add_argument("--backends", type=harness.backends_arg, default=list(BACKENDS),
                         help="stores to run on: s3 (SeaweedFS), swift (Swift + Keystone)")
     parser.add_argument("--rtt-ms", type=float, default=20.0,
                         help="round-trip time the relay adds for the training epochs")
