@@ -12,6 +12,7 @@ curl reads URLs and headers (signed URLs, Swift tokens) from a private config
 file, never from its argv.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -166,6 +167,9 @@ def relay_ceiling(rtt_ms: float, streams: int) -> float:
         return CEILING_BYTES / (time.perf_counter() - started) / 1e6
     finally:
         relay.stop()
+        # shutdown wakes the thread blocked in accept(); close alone would not.
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
         server.close()
 
 

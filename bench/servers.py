@@ -21,7 +21,6 @@ import json
 import secrets
 import subprocess
 import threading
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -44,9 +43,6 @@ SWIFT_TOKEN_CACHE_S = 300
 # tests run one process each; deployments run several. On 2 cores, 2 workers
 # served 165-170 small GETs/s to curl against 110 with one process.
 SWIFT_WORKERS = 2
-# The proxy caches a 404 of account or container info for a tenth of
-# recheck_*_existence (60 s): in one worker's memory, with the stack's cache.
-NOT_FOUND_CACHE_S = 6.0
 
 
 class Objects(Protocol):
@@ -257,6 +253,18 @@ class SwiftServer:
         self.data_dir = base_dir
 
     def start(self) -> "SwiftServer":
+        """Start the stack with the project's account created, and no worker remembering
+        it missing.
+
+        The stack's readiness probe HEADs the account before it exists; with
+        several proxy workers, each caching in its own memory, the worker that
+        answered kept "no such account" and refused object PUTs to a container
+        another worker had just created. So: start, create the account (its
+        first container PUT autocreates it), restart (caches empty; 4-7 s).
+        """
+        self.stack.start()
+        self.stack.swift_connection().put_container("bench-ready")
+        self.stack.stop()
         self.stack.start()
         return self
 
@@ -315,25 +323,8 @@ class SwiftObjects:
         self._conn().delete_object(self.container, key)
 
     def put(self, key: str, path: Path) -> None:
-        """PUT `path`; a 404 is retried (0.5 s apart, for at most NOT_FOUND_CACHE_S * 3).
-
-        Each proxy worker caches "account not found" (from the stack's readiness
-        probe, before the first container PUT created the account) for 6 s, so
-        the first PUTs through another worker may see 404 for that long.
-        """
-        from swiftclient.exceptions import ClientException
-
-        deadline = time.monotonic() + NOT_FOUND_CACHE_S * 3
-        while True:
-            try:
-                with open(path, "rb") as f:
-                    self._conn().put_object(self.container, key, f,
-                                            content_length=path.stat().st_size)
-                return
-            except ClientException as exc:
-                if exc.http_status != 404 or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.5)
+        with open(path, "rb") as f:
+            self._conn().put_object(self.container, key, f, content_length=path.stat().st_size)
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         headers = {"Range": f"bytes={start}-{end - 1}"} if start is not None and end else {}
