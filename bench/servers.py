@@ -8,8 +8,8 @@ config file.
 
 Swift is the test suite's real Swift + Keystone stack (tests/servers/swift_stack.py),
 started fresh under the run's directory (its identities live in one process's
-memory, so it is not reused across runs) with the proxy caching validated
-tokens as a deployment does with memcached.
+memory, so it is not reused across runs), with 2 worker processes per server
+and the proxy caching validated tokens, as a deployment does with memcached.
 
 Each store gives the same few things to the harness: the port the latency
 relay forwards to, an rclone.conf section (read by objmount and rclone alike)
