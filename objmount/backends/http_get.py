@@ -36,6 +36,7 @@ from typing import BinaryIO
 
 import urllib3
 
+from objmount import __version__
 from objmount.backends import Timeouts
 from objmount.backends.base import BackendError, ETagMismatch, Unreachable
 
@@ -44,6 +45,8 @@ from objmount.backends.base import BackendError, ETagMismatch, Unreachable
 CHUNK_BYTES = 1 << 20
 # Of an error answer's body, what is kept (S3's XML error, Swift's text).
 ERROR_BODY_BYTES = 64 << 10
+# Servers' access logs show which path a request took (swiftclient's, boto3's or ours).
+USER_AGENT = f"objmount/{__version__}"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _REASON_MARKERS = ("Connection refused", "timed out", "Name or service not known",
                    "No route to host", "Network is unreachable", "Connection reset by peer",
@@ -118,7 +121,7 @@ class PooledHTTP:
         gives the answer up with `close`. Raises Unreachable or a transient
         BackendError (see the module docstring).
         """
-        headers = {**headers, "Accept-Encoding": "identity"}
+        headers = {**headers, "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
         with self._transport_errors(what, url):
             return self.pool.request(
                 method, url, headers=headers, body=body, timeout=self.timeout,
