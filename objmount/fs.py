@@ -154,11 +154,12 @@ class ReadOnlyOperations(pyfuse3.Operations):
         async for inode in self._stale_inodes:
             try:
                 await self._notifier.call_once(self.invalidate_inode, inode)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:  # ENOENT: the kernel forgot the inode already
-                    logs.once(log, logging.WARNING, f"invalidate:{exc.errno}",
-                              "cannot drop the kernel's cached pages of a replaced file "
-                              "(%s): they go at its next open", exc.strerror or exc)
+            except Exception as exc:  # a background task: it must not end the mount
+                if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+                    continue  # the kernel forgot the inode already: nothing cached
+                logs.once(log, logging.WARNING, f"invalidate:{exc!r}",
+                          "cannot drop the kernel's cached pages of a replaced file (%r): "
+                          "they go at its next open", exc)
 
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
     create = write = setxattr = removexattr = _read_only

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.mounting import mounted
-from tests.servers.s3_server import MotoS3Server
 from tests.servers.fault_proxy import FaultProxy, Rule
+from tests.servers.s3_server import MotoS3Server
 
 pytestmark = pytest.mark.mount
 
