@@ -20,6 +20,11 @@ decides, per open and per release, what keeps their bytes apart:
 
 Versions are ObjectInfo.version strings (the ETag, else size and mtime). This
 module is FUSE-free and does no I/O: fs.py sends the invalidations.
+
+The one gap: the kernel lets a direct_io file be mmap'ed MAP_PRIVATE, through
+the page cache (fuse_file_mmap -> generic_file_mmap); such a mapping of a new
+handle fills pages the old handle then reads (seen on Linux 6.18). Closing it
+needs one inode per version, not per key.
 """
 
 from collections import Counter
