@@ -8,12 +8,21 @@ once), because any other exception escaping a handler would end the mount.
 Inodes are never reused, so lookup counts need no bookkeeping (forget is the
 base class's no-op); directory handles keep the listing they were opened with,
 so readdir offsets stay valid however the listing changes meanwhile.
+
+The kernel's page cache is per inode, while handles are pinned to a version:
+pagecache.PageCacheVersions decides keep_cache and direct_io per open, and
+which releases must drop the inode's pages. Those invalidations run in a worker
+thread (`serve`), never in a handler on the trio thread: the kernel locks each
+page it drops, and a page whose READ is in flight stays locked until this loop
+answers it, so an invalidation on the loop would wait for itself (seen on
+Linux 6.18: the mount hung in D state).
 """
 
 import errno
 import functools
 import json
 import logging
+import math
 import os
 import stat
 from collections.abc import Awaitable, Callable
@@ -21,9 +30,12 @@ from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
+from objmount.backends.runner import Runner
+from objmount.pagecache import OpenMode, PageCacheVersions
 from objmount.readpath import ReadBytes, ReadHandle, ReadPath
 from objmount.tree import ROOT_INODE, Namespace, Node
 
@@ -58,6 +70,16 @@ class AttrSettings:
     attr_timeout_s: float
     entry_timeout_s: float
     mount_time_ns: int
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    """One open file: its reads, and what the page cache bookkeeping needs at release."""
+
+    handle: ReadHandle
+    inode: int
+    version: str
+    mode: OpenMode
 
 
 def _fuse_error(exc: Exception) -> pyfuse3.FUSEError:
@@ -102,20 +124,42 @@ class ReadOnlyOperations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(
-        self, namespace: Namespace, read_path: ReadPath, attrs: AttrSettings,
+        self,
+        namespace: Namespace, read_path: ReadPath, attrs: AttrSettings,
         description: bytes | None = None,
+        invalidate_inode: Callable[[int], None] = pyfuse3.invalidate_inode,
     ) -> None:
-        """`description`: the root's MOUNT_XATTR (None: not served)."""
+        """`description`: the root's MOUNT_XATTR (None: not served). `invalidate_inode`
+        drops an inode's pages and attributes in the kernel (blocking; run by `serve`)."""
         super().__init__()
         self.namespace = namespace
         self.read_path = read_path
         self.attrs = attrs
         self.description = description
+        self.invalidate_inode = invalidate_inode
+        self.page_cache = PageCacheVersions()
         self._next_fh = 1
-        self._files: dict[int, ReadHandle] = {}
+        self._files: dict[int, _OpenFile] = {}
         self._dirs: dict[int, list[Node]] = {}
-        # ETag whose bytes the kernel may hold in its page cache, per inode.
-        self._page_cache_etag: dict[int, str] = {}
+        # Inodes whose pages must go: unbounded, a release never waits (ints, one per release).
+        self._stale, self._stale_inodes = trio.open_memory_channel[int](math.inf)
+        # One thread: invalidations are rare, and a blocked one must not hold more.
+        self._notifier = Runner(1, retries=0)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send the kernel the invalidations releases asked for, one at a time, until
+        cancelled (mount.py runs it beside pyfuse3.main). Each may block until READs of
+        that inode in flight are answered, so it runs in a worker thread."""
+        task_status.started()
+        async for inode in self._stale_inodes:
+            try:
+                await self._notifier.call_once(self.invalidate_inode, inode)
+            except Exception as exc:  # a background task: it must not end the mount
+                if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+                    continue  # the kernel forgot the inode already: nothing cached
+                logs.once(log, logging.WARNING, f"invalidate:{exc!r}",
+                          "cannot drop the kernel's cached pages of a replaced file (%r): "
+                          "they go at its next open", exc)
 
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
     create = write = setxattr = removexattr = _read_only
@@ -187,19 +231,24 @@ class ReadOnlyOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         handle = await self.read_path.open(node.obj)
         fh = self._new_fh()
-        self._files[fh] = handle
-        # The kernel may keep its cached pages only if they hold this same version.
-        keep_cache = self._page_cache_etag.get(inode) == node.obj.etag
-        self._page_cache_etag[inode] = node.obj.etag
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
+        version = node.obj.version
+        mode = self.page_cache.opened(inode, version)
+        self._files[fh] = _OpenFile(handle, inode, version, mode)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=mode.keep_cache, direct_io=mode.direct_io)
 
     @_errno
     async def read(self, fh: int, off: int, size: int) -> ReadBytes:
-        return await self._files[fh].read(off, size)
+        return await self._files[fh].handle.read(off, size)
 
     @_errno
     async def release(self, fh: int) -> None:
-        await self._files.pop(fh).close()
+        file = self._files.pop(fh)
+        # Before any await: an open served meanwhile must see this handle gone.
+        current = self.namespace.get(file.inode).obj
+        if self.page_cache.released(file.inode, file.version, file.mode,
+                                    current.version if current is not None else None):
+            self._stale.send_nowait(file.inode)
+        await file.handle.close()
 
     @_errno
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -115,6 +115,7 @@ async def _serve(
             nursery.start_soon(_terminate_on_signal)
             await nursery.start(read_path.serve)
             await nursery.start(namespace.serve)
+            await nursery.start(operations.serve)
             nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
             await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
             nursery.cancel_scope.cancel()

@@ -3,7 +3,9 @@
 fs.py opens a ReadHandle per open file and reads through it; what sits behind
 the handle (direct ranged GETs here, a block cache with prefetch later) is
 invisible to the filesystem layer. Every handle is pinned to the ETag the
-object had at open: bytes of two versions are never mixed.
+object had at open: bytes of two versions are never mixed. Every GET goes
+through `fetch_exact`, which fails rather than return more or fewer bytes than
+asked for.
 """
 
 from dataclasses import asdict, dataclass
@@ -11,7 +13,7 @@ from typing import Protocol, TypeAlias
 
 import trio
 
-from objmount.backends.base import Backend, ObjectInfo
+from objmount.backends.base import Backend, BackendError, ObjectInfo
 from objmount.backends.runner import Runner
 
 # What a read returns: pyfuse3 replies from any contiguous buffer, so a slice of a
@@ -50,6 +52,32 @@ class ReadStats:
         self.reads += 1
         self.bytes_read += size
         self.largest_read_bytes = max(self.largest_read_bytes, size)
+
+
+class GetCounters(Protocol):
+    """What fetch_exact counts (ReadStats, a warm-up's progress)."""
+
+    gets: int
+    bytes_fetched: int
+
+
+async def fetch_exact(
+    backend: Backend, runner: Runner, stats: GetCounters, obj: ObjectInfo, start: int, end: int
+) -> bytes:
+    """One ranged GET of bytes [start, end) of `obj`, conditional on its ETag, retried by
+    the runner and counted in `stats`; `end` is within the size seen at open.
+
+    Raises BackendError if the store returned another number of bytes: a read is
+    never answered short or long (a shorter object has another version).
+    """
+    data = await runner.call(backend.read, obj.key, start, end, obj.etag or None)
+    stats.gets += 1
+    stats.bytes_fetched += len(data)
+    if len(data) != end - start:
+        raise BackendError(
+            f"{obj.key}: the store returned {len(data)} bytes for a range of {end - start}"
+        )
+    return data
 
 
 class ReadHandle(Protocol):
@@ -108,12 +136,8 @@ class DirectHandle:
         stats.count_read(size)
         if end <= offset:
             return b""
-        data = await self.path.runner.call(
-            self.path.backend.read, self.obj.key, offset, end, self.obj.etag or None
-        )
-        stats.gets += 1
-        stats.bytes_fetched += len(data)
-        return data
+        return await fetch_exact(self.path.backend, self.path.runner, stats, self.obj, offset,
+                                 end)
 
     async def close(self) -> None:
         return None

@@ -26,6 +26,16 @@ class ObjectInfo:
     etag: str
     mtime_ns: int
 
+    @property
+    def version(self) -> str:
+        """Which version of the object this is: its ETag; without one, size and mtime.
+
+        The one rule for "same bytes": block keys (cache/blocks.py) and the kernel's
+        page cache (pagecache.py) both compare versions this way, so an object
+        without an ETag is never taken for unchanged just because "" == "".
+        """
+        return self.etag or f"size={self.size},mtime_ns={self.mtime_ns}"
+
 
 @dataclass(slots=True)
 class ListPage:

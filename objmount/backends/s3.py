@@ -4,7 +4,9 @@ Reads rclone's s3 keys: provider, access_key_id, secret_access_key,
 session_token, region, endpoint, env_auth, location_constraint (for bucket
 creation). With env_auth, boto3's default credential chain applies; with no keys
 and no env_auth, requests are unsigned (public buckets), as in rclone. boto3's
-own retries are off: the runner (or the ETL loader) retries.
+own retries are off: the runner (or the ETL loader) retries. GETs, LISTs and
+PUTs go the lean way (s3_get.py, s3_put.py) unless a proxy or a region redirect
+calls for boto3; either way, a read returns exactly the stored bytes asked for.
 
 Files above the segment size go up as multipart uploads, SEGMENT_STREAMS parts
 at a time, each part streamed from the file (memory stays at a few buffers per
@@ -43,7 +45,8 @@ from objmount.backends.base import (
     Unreachable,
     call_once,
 )
-from objmount.backends.s3_get import LeanGetUnsupported, S3Getter, lean_get_supported
+from objmount.backends.http_get import lean_get_supported, slice_answer
+from objmount.backends.s3_get import LeanGetUnsupported, S3Getter
 from objmount.backends.s3_list import parse_list_page
 from objmount.backends.s3_put import S3Putter
 from objmount.config import Remote
@@ -183,17 +186,23 @@ class S3Backend:
     def read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
         if end <= start:
             return b""
-        args = {"Bucket": self.container, "Key": key, "Range": f"bytes={start}-{end - 1}"}
-        if etag:
-            args["IfMatch"] = f'"{etag}"'
-
         return self._call(
             lambda: self._lean_or_boto3(
                 lambda getter: getter.get(key, start, end, etag),
-                lambda: self.client.get_object(**args)["Body"].read(),
+                lambda: self._boto3_read(key, start, end, etag),
             ),
             key,
         )
+
+    def _boto3_read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+        """The same GET through boto3, its answer checked as the lean path checks its own."""
+        args = {"Bucket": self.container, "Key": key, "Range": f"bytes={start}-{end - 1}"}
+        if etag:
+            args["IfMatch"] = f'"{etag}"'
+        reply = self.client.get_object(**args)
+        meta = reply["ResponseMetadata"]
+        return slice_answer(meta["HTTPStatusCode"], meta.get("HTTPHeaders", {}),
+                            reply["Body"].read(), start, end, etag, f"{self.container}/{key}")
 
     def _lean_or_boto3(self, lean: Callable[[S3Getter], T], boto3_call: Callable[[], T]) -> T:
         """Run `lean` on the lean GET path if it is usable, else `boto3_call` (blocking)."""
@@ -306,7 +315,8 @@ class S3Backend:
                         "until a lifecycle rule expires them", key, exc)
 
     def _call(self, fn: Callable[[], T], key: str | None) -> T:
-        """Run one SDK request, translating its exceptions into backend errors."""
+        """Run one request, translating the SDK's exceptions into backend errors (the lean
+        paths raise backend errors of their own, which pass unchanged)."""
         what = f"{self.container}/{key}" if key is not None else self.describe()
         try:
             return fn()
@@ -321,6 +331,7 @@ class S3Backend:
             botocore.exceptions.ReadTimeoutError,
             botocore.exceptions.ResponseStreamingError,
             botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.IncompleteReadError,
         ) as exc:
             raise BackendError(f"{what}: {exc}", transient=True) from None
         except botocore.exceptions.NoCredentialsError:

@@ -9,21 +9,21 @@ goes unsigned (UNSIGNED-PAYLOAD) with a Content-MD5, which the loader has
 computed anyway and the server checks: the same integrity for one hash instead
 of three; and the body is sent in 1 MiB blocks.
 
-Invariants: as s3_get.py, it raises the botocore exceptions boto3 would raise
-(S3Backend translates both paths alike), LeanGetUnsupported for a redirect,
-and retries nothing.
+Invariants: as s3_get.py, an S3 error answer raises the ClientError boto3 would
+raise (S3Backend translates both paths alike), LeanGetUnsupported for a
+redirect, objmount's errors for transport failures; it retries nothing.
 """
 
 import base64
 import urllib.parse
 from typing import BinaryIO
 
-import urllib3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from objmount.backends import Timeouts
-from objmount.backends.s3_get import S3Getter, botocore_errors, error_of
+from objmount.backends.http_get import PooledHTTP
+from objmount.backends.s3_get import S3Getter, ca_certs_for, error_of
 
 # Bytes per socket write of a body: 128 writes per 128 MiB, not 16,384.
 SEND_BLOCK_BYTES = 1 << 20
@@ -41,10 +41,8 @@ class S3Putter:
 
     def __init__(self, getter: S3Getter, timeouts: Timeouts) -> None:
         self.getter = getter
-        self.http = urllib3.PoolManager(
-            num_pools=4, maxsize=timeouts.pool_size, block=False, retries=False,
-            blocksize=SEND_BLOCK_BYTES, ca_certs=getter.http.connection_pool_kw.get("ca_certs"),
-        )
+        self.http = PooledHTTP(timeouts, "S3", ca_certs=ca_certs_for(getter.endpoint_url),
+                               send_block_bytes=SEND_BLOCK_BYTES)
 
     def put(self, key: str, body: BinaryIO, length: int, md5_hex: str,
             part: tuple[str, int] | None = None) -> str:
@@ -53,22 +51,18 @@ class S3Putter:
         Blocks for one request; returns the ETag (unquoted). The server refuses
         a body whose MD5 is not `md5_hex` (BadDigest). Raises as S3Getter.get.
         """
-        url = self.getter.base_url + urllib.parse.quote(key, safe="/~")
+        url = self.getter.object_url(key)
         if part is not None:
             upload_id, number = part
             # SigV4 signs the query string as sent: sorted, each value percent-encoded.
             url += f"?partNumber={number}&uploadId={urllib.parse.quote(upload_id, safe='-_.~')}"
-        headers = {"Content-Length": str(length),
-                   "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode()}
-        if self.getter.credentials is not None:
-            request = AWSRequest("PUT", url, headers=headers)
-            _UnsignedPayloadAuth(self.getter.credentials.get_frozen_credentials(), "s3",
-                                 self.getter.region).add_auth(request)
-            headers = dict(request.headers.items())
-        with botocore_errors(self.getter.endpoint_url):
-            response = self.http.request("PUT", url, body=body, headers=headers,
-                                         timeout=self.getter.timeout, redirect=False,
-                                         preload_content=True, chunked=False)
-        if response.status == 200:
-            return (response.headers.get("ETag") or "").strip('"')
-        raise error_of(response, "UploadPart" if part else "PutObject")
+        headers = self.getter.signed(
+            "PUT", url, {"Content-Length": str(length),
+                         "Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode()},
+            auth=_UnsignedPayloadAuth)
+        what = f"{self.getter.bucket}/{key}"
+        response = self.http.send("PUT", url, headers, what, body=body)
+        if response.status != 200:
+            raise error_of(self.http.status_error(response), "UploadPart" if part else "PutObject")
+        self.http.read_all(response, what)
+        return (response.headers.get("ETag") or "").strip('"')

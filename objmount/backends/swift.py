@@ -1,7 +1,21 @@
-"""OpenStack Swift backend: python-swiftclient over a keystoneauth1 session.
+"""OpenStack Swift backend: lean GETs, python-swiftclient for the rest, one keystoneauth1 session.
 
 How a remote authenticates is keystone.py's job; this module speaks to one
 container with whatever SwiftAuth it returns.
+
+Reads (ranged, If-Match GETs: the mount's hot path) go over one pooled urllib3
+client (http_get.py): swiftclient and requests cost twice the CPU per GET
+(bench/swift_gets.py measures both), and requests asks for `Accept-Encoding:
+gzip, deflate`, inviting a proxy on the way to compress a body that swiftclient
+then returns undecoded; these GETs ask for identity. They use
+one token shared by all threads, from the keystoneauth1 session (or v1 auth,
+or the pre-issued token), kept until Swift refuses it; on a 401 the token is
+renewed once (by the first thread that sees the refusal) and the GET sent
+again. Their errors and bytes are swiftclient's: NotFound, ETagMismatch,
+AuthFailed, Unreachable, transient 5xx, a 416 read as "shrank"; and the bytes
+are checked against the range asked for. Where a proxy applies to the storage
+URL, reads go through swiftclient instead (it honours HTTP(S)_PROXY), checked
+the same way.
 
 Threads: a swiftclient Connection holds one HTTP connection and a token, and is
 not thread-safe, so each worker thread gets its own; they share one keystoneauth
@@ -37,13 +51,14 @@ import logging
 import os
 import threading
 from calendar import timegm
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import requests
 import swiftclient.client
@@ -67,6 +82,14 @@ from objmount.backends.base import (
     Retry,
     Unreachable,
     call_once,
+)
+from objmount.backends.http_get import (
+    PooledHTTP,
+    StatusError,
+    lean_get_supported,
+    range_headers,
+    short_reason,
+    slice_answer,
 )
 from objmount.backends.keystone import APP_CREDENTIAL, TOKEN, SwiftAuth, swift_auth
 from objmount.config import Remote
@@ -130,6 +153,12 @@ class SwiftBackend:
         self._authenticated = False  # once a request succeeded, a refusal means revoked
         self._lock = threading.Lock()
         self._local = threading.local()
+        # The lean GETs' pool and token (see the module docstring); None: not yet fetched.
+        self.http = PooledHTTP(timeouts, "Swift", ca_certs=_ca_bundle())
+        self._token: str | None = None
+        self._lean_url = ""  # the storage URL that goes with _token
+        self._token_lock = threading.Lock()  # apart from _lock: auth reads the catalog under it
+        self._lean: bool | None = None  # None: not decided (the storage URL is not known yet)
 
     def describe(self) -> str:
         if self._storage_url:  # given, or read from the catalog by now
@@ -194,29 +223,16 @@ class SwiftBackend:
         return _info_from_headers(key, self._head(key))
 
     def read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+        # Swift answers If-Match with the ETag a HEAD shows: a plain object's MD5,
+        # an SLO's slo_etag, a DLO's computed ETag (checked on 2.38).
         if end <= start:
             return b""
-        headers = {"Range": f"bytes={start}-{end - 1}"}
-        if etag:
-            # Swift answers If-Match with the ETag a HEAD shows: a plain object's
-            # MD5, an SLO's slo_etag, a DLO's computed ETag (checked on 2.38).
-            headers["If-Match"] = f'"{etag}"'
-
-        def get(conn: _Connection) -> bytes | None:
-            response: dict[str, Any] = {}
-            try:
-                _, body = conn.get_object(self.container, key, headers=headers,
-                                          response_dict=response)
-            except ClientException as exc:
-                if exc.http_status == 416:  # the range starts past the end
-                    return None
-                raise
-            if response.get("status") == 200:  # the Range was ignored: whole object
-                return body[start:end]
-            return body
-
-        data = self._call(get, key)
-        if data is None:
+        if self._lean is None:
+            with self._translated(f"{self.container}/{key}", key):
+                self._lean = lean_get_supported(self._lean_auth()[0])
+        data = (self._lean_read(key, start, end, etag) if self._lean
+                else self._swiftclient_read(key, start, end, etag))
+        if data is None:  # 416: the range starts past the end
             # Reads stay within the size seen at open: the object shrank since.
             if etag:
                 raise ETagMismatch(
@@ -224,6 +240,96 @@ class SwiftBackend:
                 )
             return b""
         return data
+
+    def _lean_read(self, key: str, start: int, end: int, etag: str | None) -> bytes | None:
+        """One ranged GET over the pool (None for a 416); a 401 renews the token once."""
+        what = f"{self.container}/{key}"
+        path = f"/{quote(self.container, safe='/')}/{quote(key, safe='/')}"
+        headers = range_headers(start, end, etag)
+        renewed = False
+        with self._translated(what, key):
+            while True:
+                url, token = self._lean_auth()
+                try:
+                    data = self.http.get_range(url + path, {"X-Auth-Token": token, **headers},
+                                               start, end, etag, what)
+                except StatusError as exc:
+                    if exc.status == 416:
+                        return None
+                    if exc.status == 401 and not renewed and self._renew_lean_token(token):
+                        renewed = True
+                        continue
+                    raise self._status_error(exc.status, exc.reason, "", what, key) from None
+                self._authenticated = True
+                return data
+
+    def _swiftclient_read(self, key: str, start: int, end: int,
+                          etag: str | None) -> bytes | None:
+        """The same GET through swiftclient (a proxy applies), its answer checked alike."""
+        what = f"{self.container}/{key}"
+
+        def get(conn: _Connection) -> bytes | None:
+            response: dict[str, Any] = {}
+            try:
+                # identity: requests would invite gzip, and swiftclient not decode it.
+                headers = {"Accept-Encoding": "identity", **range_headers(start, end, etag)}
+                _, body = conn.get_object(self.container, key, headers=headers,
+                                          response_dict=response)
+            except ClientException as exc:
+                if exc.http_status == 416:
+                    return None
+                raise
+            return slice_answer(response["status"], response["headers"], body, start, end,
+                                etag, what)
+
+        return self._call(get, key)
+
+    def _lean_auth(self) -> tuple[str, str]:
+        """The storage URL and the lean GETs' token: the one in use, else a new one.
+
+        Blocks on Keystone (or v1 auth) when there is no token yet; raises
+        keystoneauth1's or swiftclient's errors (translated by `_translated`).
+        """
+        with self._token_lock:
+            if self._token is None:
+                a = self.auth
+                if self._initial_token is not None:
+                    url = a.storage_url if not a.uses_keystone else self._endpoint()
+                    if url is None:  # v1 with a token but no storage_url: auth gives the URL
+                        url, _ = self._v1_auth()
+                    token = self._initial_token
+                elif self.session is not None:  # Keystone
+                    url, token = self._endpoint(), self.session.get_token()
+                else:
+                    url, token = self._v1_auth()
+                    url = a.storage_url or url
+                logsetup.register_secret(token)
+                self._token = token
+                if self._storage_url is None:
+                    self._storage_url = url
+                self._lean_url = url
+            return self._lean_url, self._token
+
+    def _v1_auth(self) -> tuple[str, str]:
+        """Swift's own v1 auth (swiftclient's): storage URL and token."""
+        a = self.auth
+        return swiftclient.client.get_auth(
+            a.auth_url, a.params["user"], a.params["key"], auth_version="1",
+            timeout=(self.timeouts.connect_s, self.timeouts.read_s))
+
+    def _renew_lean_token(self, refused: str) -> bool:
+        """After a 401 with `refused`: make the next `_lean_auth` fetch a new token; False
+        if nothing can (a pre-issued token alone). Only the first thread that sees a
+        refused token renews it: the others find a new one already."""
+        if self.auth.method == TOKEN:
+            return False
+        with self._token_lock:
+            if self._token == refused:
+                self._token = None
+                self._initial_token = None  # a refused pre-issued token is not worth retrying
+                if self.session is not None:
+                    self.session.invalidate()
+        return True
 
     # Writes: used by `objmount etl load`, never by a mount.
 
@@ -417,40 +523,53 @@ class SwiftBackend:
             what = f"{self.container}/{key}" if key is not None else self.describe()
         renewed = False
         while True:
-            conn: _Connection | None = None
-            try:
+            with self._translated(what, key):
                 conn = self._connection()
-                result = op(conn)
+                try:
+                    result = op(conn)
+                except ClientException as exc:
+                    if exc.http_status == 401 and not renewed and self._forget_token(conn):
+                        renewed = True
+                        continue
+                    raise
                 self._authenticated = True
                 if self._storage_url is None:  # v1 auth: the URL comes with the token
                     self._storage_url = conn.url
                 return result
-            except ClientException as exc:
-                if (exc.http_status == 401 and not renewed and conn is not None
-                        and self._forget_token(conn)):
-                    renewed = True
-                    continue
-                raise self._translate(exc, what, key) from None
-            except ksa.ClientException as exc:
-                raise self._translate_keystone(exc) from None
-            except requests.exceptions.RequestException as exc:
-                self._local.conn = None  # its HTTP connection may be half-used
-                if isinstance(exc, requests.exceptions.ConnectTimeout):
-                    raise Unreachable(f"cannot reach Swift at {self._where()}: no answer to "
-                                      f"connect within {self.timeouts.connect_s:g}s") from None
-                if isinstance(exc, requests.exceptions.ConnectionError) and _no_connection(exc):
-                    raise Unreachable(f"cannot reach Swift at {self._where()}: "
-                                      f"{_short_reason(exc)}") from None
-                raise BackendError(f"{what}: {_short_reason(exc)}", transient=True) from None
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                self._local.conn = None
-                raise BackendError(f"{what}: {_short_reason(exc)}", transient=True) from None
+
+    @contextlib.contextmanager
+    def _translated(self, what: str, key: str | None) -> Iterator[None]:
+        """Raise swiftclient's, keystoneauth1's, requests' and socket errors as ours.
+
+        `key` is None for container requests. A failed connection is dropped: its
+        HTTP connection may be half-used.
+        """
+        try:
+            yield
+        except ClientException as exc:
+            raise self._status_error(exc.http_status, exc.http_reason, str(exc.msg), what,
+                                     key) from None
+        except ksa.ClientException as exc:
+            raise self._translate_keystone(exc) from None
+        except requests.exceptions.RequestException as exc:
+            self._local.conn = None
+            if isinstance(exc, requests.exceptions.ConnectTimeout):
+                raise Unreachable(f"cannot reach Swift at {self._where()}: no answer to "
+                                  f"connect within {self.timeouts.connect_s:g}s") from None
+            if isinstance(exc, requests.exceptions.ConnectionError) and _no_connection(exc):
+                raise Unreachable(f"cannot reach Swift at {self._where()}: "
+                                  f"{short_reason(exc)}") from None
+            raise BackendError(f"{what}: {short_reason(exc)}", transient=True) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self._local.conn = None
+            raise BackendError(f"{what}: {short_reason(exc)}", transient=True) from None
 
     def _where(self) -> str:
         return self._storage_url or self.auth.storage_url or self.auth.auth_url
 
-    def _translate(self, exc: ClientException, what: str, key: str | None) -> BackendError:
-        status = exc.http_status
+    def _status_error(self, status: int | None, reason: str | None, msg: str, what: str,
+                      key: str | None) -> BackendError:
+        """The error of a Swift answer with `status` (None: swiftclient failed otherwise)."""
         error: BackendError
         if status == 404 and key is None:
             error = ContainerNotFound(
@@ -460,7 +579,7 @@ class SwiftBackend:
             error = NotFound(f"{what}: no such object")
         elif status == 412:
             error = ETagMismatch(f"{what}: object changed since it was opened (ETag differs)")
-        elif status == 401 and str(exc.msg).startswith("Auth GET failed"):  # v1 auth
+        elif status == 401 and msg.startswith("Auth GET failed"):  # v1 auth
             error = AuthFailed(f"{self.auth.auth_url} refused {self.auth.who}: check the "
                                f"{self.auth.hint} of remote {self.remote_name!r}")
         elif status == 401:
@@ -471,10 +590,10 @@ class SwiftBackend:
                 "no role that allows this (Swift answered 403)"
             )
         elif status is None:
-            error = BackendError(f"{what}: {exc.msg}")
+            error = BackendError(f"{what}: {msg}")
         else:
             transient = status >= 500 or status in _TRANSIENT_STATUSES
-            error = BackendError(f"{what}: HTTP {status} {exc.http_reason}".rstrip(),
+            error = BackendError(f"{what}: HTTP {status} {reason or ''}".rstrip(),
                                  transient=transient)
         return error
 
@@ -494,7 +613,7 @@ class SwiftBackend:
             return Unreachable(f"cannot reach Keystone at {a.auth_url}: no answer to connect "
                                f"within {self.timeouts.connect_s:g}s")
         if isinstance(exc, ksa.ConnectionError):
-            return Unreachable(f"cannot reach Keystone at {a.auth_url}: {_short_reason(exc)}")
+            return Unreachable(f"cannot reach Keystone at {a.auth_url}: {short_reason(exc)}")
         if isinstance(exc, ksa.Unauthorized):
             if self._authenticated:
                 return AuthFailed(f"Keystone at {a.auth_url} no longer accepts {a.who} (revoked, "
@@ -521,7 +640,7 @@ class SwiftBackend:
         if isinstance(exc, ksa.HttpError):
             return BackendError(f"Keystone at {a.auth_url} refused the request for {a.who}: "
                                 f"HTTP {exc.http_status} {exc.message}")
-        return BackendError(f"Keystone at {a.auth_url}: {_short_reason(exc)}")
+        return BackendError(f"Keystone at {a.auth_url}: {short_reason(exc)}")
 
 
 def _is_folder_object(entry: Mapping[str, Any]) -> bool:
@@ -576,13 +695,8 @@ def _no_connection(exc: Exception) -> bool:
     return "Failed to establish a new connection" in str(exc) or "NameResolution" in str(exc)
 
 
-def _short_reason(exc: BaseException) -> str:
-    """The gist of a connection error, without the stack of wrappers requests adds."""
-    text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known",
-                   "No route to host", "Network is unreachable", "Connection reset by peer",
-                   "Connection aborted", "Read timed out"):
-        if marker in text:
-            return marker.lower() if marker != "Connection refused" else "connection refused"
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return first[:200]
+def _ca_bundle() -> str:
+    """The CA certificates requests (so swiftclient) would verify with: its environment
+    variables, else certifi's bundle."""
+    return (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            or requests.certs.where())

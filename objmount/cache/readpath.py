@@ -24,14 +24,14 @@ from dataclasses import dataclass
 import trio
 
 from objmount import log as logs
-from objmount.backends.base import Backend, BackendError, ObjectInfo
+from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import BlockKey, BlockStore, block_key, open_store
 from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.memory import HotTier, MemoryBudget
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
-from objmount.readpath import ReadBytes, ReadStats
+from objmount.readpath import ReadBytes, ReadStats, fetch_exact
 
 log = logging.getLogger(__name__)
 
@@ -250,17 +250,8 @@ class CachedReadPath:
                 self.budget.give(len(data))
 
     async def _get(self, obj: ObjectInfo, key: BlockKey) -> bytes:
-        """One ranged GET of the block, conditional on the ETag (retried by the runner)."""
-        data = await self.runner.call(
-            self.backend.read, obj.key, key.start, key.end, obj.etag or None
-        )
-        self.stats.gets += 1
-        self.stats.bytes_fetched += len(data)
-        if len(data) != key.length:
-            raise BackendError(
-                f"{obj.key}: the store returned {len(data)} bytes for a block of {key.length}"
-            )
-        return data
+        """One ranged GET of the whole block, exactly (readpath.fetch_exact)."""
+        return await fetch_exact(self.backend, self.runner, self.stats, obj, key.start, key.end)
 
 
 class _ObjectBlocks:

@@ -24,6 +24,7 @@ import trio
 from objmount.backends.base import Backend, BackendError, ObjectInfo, list_all
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import BlockKey, BlockStore, block_key
+from objmount.readpath import fetch_exact
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,7 @@ async def warm(
 
     async def fetch(obj: ObjectInfo, key: BlockKey) -> None:
         try:
-            data = await runner.call(backend.read, obj.key, key.start, key.end, obj.etag or None)
-            progress.gets += 1
-            progress.bytes_fetched += len(data)
-            if len(data) != key.length:
-                raise BackendError(f"{obj.key}: short read ({len(data)} of {key.length} bytes)")
+            data = await fetch_exact(backend, runner, progress, obj, key.start, key.end)
             if not await disk_runner.call_once(store.put, key, data):
                 progress.not_stored_blocks += 1
         except BackendError as exc:

@@ -26,10 +26,21 @@ class TestStore(Protocol):
     __test__ = False  # a protocol, not a test class
 
     kind: str
+    # The port that serves object requests (GET, HEAD, listings), for a relay in front.
+    data_port: int
 
     def rclone_section(self, name: str, **overrides: str) -> str: ...
+    def rclone_section_through(self, name: str, url: str) -> str:
+        """A section whose object requests go to `url` (a relay), credentials unchanged."""
+        ...
+    def object_path(self, container: str, key: str) -> str:
+        """The URL path of a request for the object (as objmount sends it)."""
+        ...
     def create_container(self, container: str) -> None: ...
-    def put(self, container: str, key: str, data: bytes) -> None: ...
+    def put(self, container: str, key: str, data: bytes,
+            content_encoding: str | None = None) -> None:
+        """Store `data` as is; `content_encoding` is stored as the object's Content-Encoding."""
+        ...
     def delete(self, container: str, key: str) -> None: ...
     def get(self, container: str, key: str) -> bytes: ...
     def keys(self, container: str) -> set[str]: ...
@@ -60,15 +71,24 @@ class S3Store:
     def __init__(self, server: MotoS3Server) -> None:
         self.server = server
         self.client = server.client()
+        self.data_port = server.port
 
     def rclone_section(self, name: str, **overrides: str) -> str:
         return self.server.rclone_section(name, **overrides)
 
+    def rclone_section_through(self, name: str, url: str) -> str:
+        return self.server.rclone_section(name, endpoint=url)
+
+    def object_path(self, container: str, key: str) -> str:
+        return f"/{container}/{quote(key, safe='/~')}"  # path style, as with any endpoint
+
     def create_container(self, container: str) -> None:
         self.client.create_bucket(Bucket=container)
 
-    def put(self, container: str, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=container, Key=key, Body=data)
+    def put(self, container: str, key: str, data: bytes,
+            content_encoding: str | None = None) -> None:
+        extra = {"ContentEncoding": content_encoding} if content_encoding else {}
+        self.client.put_object(Bucket=container, Key=key, Body=data, **extra)
 
     def delete(self, container: str, key: str) -> None:
         self.client.delete_object(Bucket=container, Key=key)
@@ -90,6 +110,7 @@ class SwiftStore:
 
     def __init__(self, stack: SwiftStack) -> None:
         self.stack = stack
+        self.data_port = stack.port("proxy")
         self._local = threading.local()
 
     @property
@@ -103,14 +124,26 @@ class SwiftStore:
         values = dict(line.split(" = ", 1) for line in lines[1:]) | overrides
         return f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
 
+    def rclone_section_through(self, name: str, url: str) -> str:
+        # Keystone is asked directly; the storage URL (the proxy's) goes through `url`.
+        return self.rclone_section(
+            name, storage_url=self.stack.storage_url.replace(self.stack.proxy_url, url))
+
+    def object_path(self, container: str, key: str) -> str:
+        account = self.stack.storage_url.removeprefix(self.stack.proxy_url)
+        return f"{account}/{quote(container)}/{quote(key)}"
+
     def create_container(self, container: str) -> None:
         self.swift.put_container(container)
 
-    def put(self, container: str, key: str, data: bytes) -> None:
+    def put(self, container: str, key: str, data: bytes,
+            content_encoding: str | None = None) -> None:
         if "/./" in f"/{key}" or "/../" in f"/{key}":
+            assert content_encoding is None
             self._put_raw(container, key, data)
         else:
-            self.swift.put_object(container, key, data)
+            headers = {"Content-Encoding": content_encoding} if content_encoding else None
+            self.swift.put_object(container, key, data, headers=headers)
 
     def put_many(self, container: str, objects: dict[str, bytes]) -> None:
         """Upload many objects; above BULK_MIN of them, as tar archives Swift unpacks.

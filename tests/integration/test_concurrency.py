@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.mounting import mounted
+from tests.servers.fault_proxy import FaultProxy, Rule
 from tests.servers.s3_server import MotoS3Server
-from tests.servers.slow_proxy import SlowProxy
 
 pytestmark = pytest.mark.mount
 
@@ -23,7 +23,8 @@ def test_a_slow_get_does_not_block_other_requests(
     client.create_bucket(Bucket="slowpoke")
     client.put_object(Bucket="slowpoke", Key="slow.bin", Body=b"s" * 4096)
     client.put_object(Bucket="slowpoke", Key="fast.bin", Body=b"f" * 4096)
-    proxy = SlowProxy(moto_server.port, marker=b"/slowpoke/slow.bin", delay_s=DELAY_S).start()
+    proxy = FaultProxy(moto_server.port, [Rule(path="^/slowpoke/slow.bin$", delay_s=DELAY_S)])
+    proxy.start()
     config = tmp_path / "rclone.conf"
     config.write_text(
         moto_server.rclone_section("remote", endpoint=f"http://127.0.0.1:{proxy.port}")

@@ -2,7 +2,8 @@
 
 Large objects (SLO, DLO) and folder objects, every way of authenticating that
 rclone's swift remote offers, tokens that expire or are revoked during a mount,
-and the one-line errors before mounting. The tests that every backend passes
+the lean GET path against swiftclient (same bytes, same errors), and the
+one-line errors before mounting. The tests that every backend passes
 live in the other modules; these run with `store` set to the Swift stack.
 """
 
@@ -10,26 +11,30 @@ import errno
 import hashlib
 import json
 import os
+import re
 import socket
 import stat
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from keystoneauth1 import session as ksa_session
 from keystoneauth1.identity import v3
 from keystoneclient.v3.client import Client
+from swiftclient.exceptions import ClientException
 
 from objmount.backends import Timeouts
 from objmount.backends import swift as swift_module
-from objmount.backends.base import ETagMismatch, list_all
+from objmount.backends.base import ETagMismatch, NotFound, list_all
 from objmount.backends.swift import SwiftBackend
 from objmount.config import Remote
 from objmount.errors import ObjmountError
 from tests.integration.conftest import MiB, data
 from tests.integration.mounting import mounted, objmount
 from tests.integration.stores import SwiftStore, TestStore
+from tests.servers.fault_proxy import FaultProxy, Rule
 from tests.servers.net import free_port
 from tests.servers.swift_stack import TEMPAUTH_KEY, TEMPAUTH_USER, SwiftStack
 
@@ -385,6 +390,125 @@ def test_a_revoked_credential_gives_eio_and_one_log_line(
         assert cred_id in errors[0]
         assert "revoked" in errors[0]
         assert secret not in mount.log()
+
+
+# -- lean GETs: swiftclient's bytes and errors ---------------------------------
+
+BLOCK = 8 * MiB  # the default --block-size: where the block cache's GETs start and end
+
+
+def edge_ranges(size: int, edges: list[int]) -> list[tuple[int, int]]:
+    """Ranges starting, ending and crossing at each edge, and past the end."""
+    ranges = {(0, 1), (0, size), (size - 3, size), (size - 3, size + 100)}
+    for edge in edges:
+        if 0 < edge < size:
+            ranges |= {(edge - 1, edge + 1), (edge, min(size, edge + BLOCK)),
+                       (max(0, edge - BLOCK), edge), (edge - 5, edge)}
+    return sorted(ranges)
+
+
+def swiftclient_range(stack: SwiftStack, container: str, key: str, start: int, end: int,
+                      etag: str) -> bytes:
+    _, body = stack.swift_connection().get_object(
+        container, key, headers={"Range": f"bytes={start}-{end - 1}", "If-Match": f'"{etag}"'})
+    return body
+
+
+@pytest.fixture(scope="module")
+def block_edges(swift_stack: SwiftStack) -> bytes:
+    """Container `lean`: `edges.bin`, three default blocks and a bit."""
+    content = data("lean-edges", 2 * BLOCK + 12_345)
+    swift = SwiftStore(swift_stack)
+    swift.create_container("lean")
+    swift.put("lean", "edges.bin", content)
+    return content
+
+
+def lean_gets_in(stack: SwiftStack, since: int) -> list[str]:
+    """Proxy log lines of object GETs sent by objmount's own HTTP path after `since` bytes."""
+    with open(stack.logs_dir / "proxy.log", "rb") as log:
+        log.seek(since)
+        lines = log.read().decode(errors="replace").splitlines()
+    return [line for line in lines if " GET " in line and " objmount/" in line]
+
+
+def test_lean_gets_return_swiftclients_bytes_at_block_and_segment_edges(
+    block_edges: bytes, large_objects: bytes, stack: SwiftStack
+) -> None:
+    since = (stack.logs_dir / "proxy.log").stat().st_size
+    objects = {("lean", "edges.bin"): (block_edges, [BLOCK, 2 * BLOCK, MiB]),
+               ("large", "slo.bin"): (large_objects, [SEGMENTS[0], SEGMENTS[0] + SEGMENTS[1]]),
+               ("large", "dlo.bin"): (large_objects, [SEGMENTS[0], SEGMENTS[0] + SEGMENTS[1]])}
+    for (container, key), (content, edges) in objects.items():
+        backend = backend_for(stack.rclone_conf_section("r"), container)
+        info = backend.stat(key)
+        for start, end in edge_ranges(len(content), edges):
+            lean = backend.read(key, start, end, info.etag)
+            assert lean == swiftclient_range(stack, container, key, start, end, info.etag)
+            assert lean == content[start:end], (key, start, end)
+    assert len(lean_gets_in(stack, since)) >= 3 * 10  # the lean path served them
+
+
+def test_lean_gets_raise_what_swiftclient_raises(swift: SwiftStore, stack: SwiftStack) -> None:
+    swift.create_container("lean-errors")
+    swift.put("lean-errors", "replaced.bin", b"first version")
+    backend = backend_for(stack.rclone_conf_section("r"), "lean-errors")
+    old = backend.stat("replaced.bin")
+    swift.put("lean-errors", "replaced.bin", b"second version")
+    new = backend.stat("replaced.bin")
+    with pytest.raises(ClientException) as refused:
+        swiftclient_range(stack, "lean-errors", "replaced.bin", 0, 5, old.etag)
+    assert refused.value.http_status == 412
+    with pytest.raises(ETagMismatch, match="changed since it was opened"):
+        backend.read("replaced.bin", 0, 5, old.etag)
+    assert backend.read("replaced.bin", 0, 6, new.etag) == b"second"
+    with pytest.raises(NotFound, match=r"lean-errors/missing\.bin: no such object"):
+        backend.read("missing.bin", 0, 5, None)
+    # Past the end (416): as swiftclient's path answered, "shrank" or nothing.
+    with pytest.raises(ETagMismatch, match="it shrank"):
+        backend.read("replaced.bin", 100, 200, new.etag)
+    assert backend.read("replaced.bin", 100, 200, None) == b""
+
+
+def test_an_expired_token_is_renewed_once_for_lean_gets_of_many_threads(
+    short_token_stack: SwiftStack, swift: SwiftStore
+) -> None:
+    stack = short_token_stack
+    backend = backend_for(stack.rclone_conf_section("short"), "tokens")
+    expected = data("token-1", MiB + 1)
+    assert backend.read("f1.bin", 0, MiB + 1, None) == expected  # a token, kept
+    refused_before = (stack.logs_dir / "proxy.log").read_text().count(" 401 ")
+    time.sleep(TOKEN_LIFETIME_S + 1.5)  # the token expires: the reads below carry it
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda start: backend.read("f1.bin", start, start + 4096, None),
+                                range(0, 8 * 4096, 4096)))
+    assert results == [expected[s : s + 4096] for s in range(0, 8 * 4096, 4096)]
+    refused = (stack.logs_dir / "proxy.log").read_text().count(" 401 ") - refused_before
+    assert 1 <= refused <= 8  # each thread sent the old token at most once
+
+
+def test_a_token_that_expires_between_two_blocks_of_one_read(
+    short_token_stack: SwiftStack, swift: SwiftStore, tmp_path: Path
+) -> None:
+    """The second block's GET is held back by a relay until its token has expired."""
+    stack = short_token_stack
+    content = data("between-blocks", 3 * MiB + 5)
+    SwiftStore(stack).put("tokens", "three-blocks.bin", content)
+    with FaultProxy(stack.port("proxy")) as proxy:
+        object_path = stack.storage_url.removeprefix(stack.proxy_url) + "/tokens/three-blocks.bin"
+        second_block = proxy.add(Rule(method="GET", path=re.escape(object_path) + "$",
+                                      headers={"Range": f"bytes={MiB}-"}, times=1,
+                                      delay_s=TOKEN_LIFETIME_S + 1.5))
+        conf = tmp_path / "rclone.conf"
+        conf.write_text(SwiftStore(stack).rclone_section_through("short", proxy.url))
+        with mounted("short:tokens", tmp_path / "mnt", conf, "--block-size", "1M") as mount:
+            assert (mount.path / "three-blocks.bin").read_bytes() == content
+            assert "ERROR" not in mount.log()
+            assert "WARNING" not in mount.log()
+    assert second_block.applied == 1
+    statuses = proxy.statuses("GET", re.escape(object_path) + "$")
+    assert statuses.count(401) == 1  # the held GET, refused, then sent once more
+    assert statuses.count(206) == 4
 
 
 # -- one-line errors before mounting -------------------------------------------

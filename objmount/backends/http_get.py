@@ -1,0 +1,299 @@
+"""Pooled HTTP for the lean S3 and Swift paths: exact byte ranges, or an error.
+
+s3_get.py (signed with botocore's signer) and swift.py (a token from
+keystoneauth1) build their requests; this module sends them over one pooled
+urllib3 client, reads the bodies and checks them.
+
+Invariants:
+- bytes come back as stored: urllib3 never decodes a body (decode_content=False)
+  and requests say `Accept-Encoding: identity`, so an object stored with
+  Content-Encoding: gzip reads as its stored bytes, as boto3 gives them;
+- `get_range` returns exactly bytes [start, min(end, size)) of the object, or
+  raises. A 206 must carry the Content-Range asked for. A 200 (a server that
+  ignored Range) is the whole object: it is sliced only if it is the version
+  asked for (its ETag is the If-Match one), else ETagMismatch. A body shorter
+  than its Content-Length is a transient error, never a short read;
+- a status other than 200/206 is a StatusError for the caller to translate
+  (S3 into botocore's ClientError, Swift into its own errors); every transport
+  failure is already an objmount BackendError: Unreachable when no connection
+  could be made, a transient BackendError when one broke or timed out;
+- no retries here (the runner retries, within its bounds).
+
+Time is bounded in one place each: `Timeouts` become urllib3's connect and read
+(idle) timeouts in `PooledHTTP.__init__`; every request goes out through
+`send`; every body comes in through `_read_exactly`, in CHUNK_BYTES reads. A
+low-speed rule (too few bytes per interval) belongs in `_read_exactly`, and the
+discarding of dead pooled connections in `send` and `_transport_errors`.
+"""
+
+import contextlib
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import urllib3
+
+from objmount import __version__
+from objmount.backends import Timeouts
+from objmount.backends.base import BackendError, ETagMismatch, Unreachable
+
+# Body reads: the unit a low-speed rule would watch; 1 MiB keeps the per-read cost
+# negligible next to the bytes (8 reads for an 8 MiB block).
+CHUNK_BYTES = 1 << 20
+# Of an error answer's body, what is kept (S3's XML error, Swift's text).
+ERROR_BODY_BYTES = 64 << 10
+# Servers' access logs show which path a request took (swiftclient's, boto3's or ours).
+USER_AGENT = f"objmount/{__version__}"
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_REASON_MARKERS = ("Connection refused", "timed out", "Name or service not known",
+                   "No route to host", "Network is unreachable", "Connection reset by peer",
+                   "Connection aborted", "Read timed out")
+
+
+class StatusError(Exception):
+    """The server answered a status other than 200 or 206 (its body's first bytes kept)."""
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], body: bytes) -> None:
+        super().__init__(f"HTTP {status} {reason}".rstrip())
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+
+def range_headers(start: int, end: int, etag: str | None) -> dict[str, str]:
+    """Range (and If-Match, with an ETag) of a GET of bytes [start, end); end > start."""
+    headers = {"Range": f"bytes={start}-{end - 1}"}
+    if etag:
+        headers["If-Match"] = f'"{etag}"'
+    return headers
+
+
+def lean_get_supported(url: str) -> bool:
+    """False where this path would differ from the SDKs': a proxy applies to `url`'s host
+    (boto3 and requests honour HTTP(S)_PROXY; this pool does not)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    proxies = urllib.request.getproxies()
+    return not (proxies and not urllib.request.proxy_bypass(host))
+
+
+def short_reason(exc: BaseException) -> str:
+    """The gist of a connection error ("connection refused"), without the stack of wrappers."""
+    text = str(exc)
+    for marker in _REASON_MARKERS:
+        if marker in text:
+            return marker.lower()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """Which bytes of an answer's body are the ones asked for."""
+
+    skip: int
+    length: int
+
+
+class PooledHTTP:
+    """One urllib3 pool for one service; thread-safe. `service` ("S3", "Swift") names it
+    in errors, with the origin of the URL: "cannot reach Swift at http://host:8080"."""
+
+    def __init__(self, timeouts: Timeouts, service: str, ca_certs: str | None = None,
+                 send_block_bytes: int = 16384) -> None:
+        """`send_block_bytes`: bytes per socket write of a request body (urllib3's default)."""
+        self.service = service
+        self.timeouts = timeouts
+        self.timeout = urllib3.Timeout(connect=timeouts.connect_s, read=timeouts.read_s)
+        self.pool = urllib3.PoolManager(
+            num_pools=4, maxsize=timeouts.pool_size, block=False, retries=False,
+            ca_certs=ca_certs, blocksize=send_block_bytes,
+        )
+
+    def send(self, method: str, url: str, headers: Mapping[str, str], what: str,
+             body: BinaryIO | bytes | None = None) -> urllib3.BaseHTTPResponse:
+        """Send one request; return the answer with its body unread (blocking).
+
+        The caller reads the body with `read_all`, or gets a `status_error`, or
+        gives the answer up with `close`. Raises Unreachable or a transient
+        BackendError (see the module docstring).
+        """
+        headers = {**headers, "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+        with self._transport_errors(what, url):
+            return self.pool.request(
+                method, url, headers=headers, body=body, timeout=self.timeout,
+                redirect=False, preload_content=False, decode_content=False,
+                chunked=False,
+            )
+
+    def get(self, url: str, headers: Mapping[str, str], what: str) -> bytes:
+        """GET `url` whole: the body of a 200; raises StatusError for any other status."""
+        response = self.send("GET", url, headers, what)
+        if response.status != 200:
+            raise self.status_error(response)
+        return self.read_all(response, what)
+
+    def get_range(self, url: str, headers: Mapping[str, str], start: int, end: int,
+                  etag: str | None, what: str) -> bytes:
+        """GET bytes [start, end) with `headers` (from range_headers, signed or not).
+
+        Returns exactly the bytes asked for, fewer only where the object ends
+        before `end`. Raises StatusError (not 200/206), ETagMismatch (another
+        version answered), BackendError (an answer that does not fit the request,
+        or a transport failure). `what` names the object in messages.
+        """
+        response = self.send("GET", url, headers, what)
+        if response.status not in (200, 206):
+            raise self.status_error(response)
+        try:
+            part = part_of_answer(response.status, response.headers, response.length_remaining,
+                                  start, end, etag, what)
+            if part.skip:
+                self._discard(response, part.skip, what)
+            data = self._read_exactly(response, part.length, what)
+        except BaseException:
+            self.close(response)
+            raise
+        self._done(response)  # a 200 of more than the range: the rest stays unread
+        return data
+
+    def read_all(self, response: urllib3.BaseHTTPResponse, what: str) -> bytes:
+        """The whole body of `response` (Content-Length checked), then the connection goes back."""
+        try:
+            length = response.length_remaining
+            if length is None:  # chunked: urllib3 checks the framing
+                with self._transport_errors(what, ""):
+                    data = response.read(decode_content=False)
+                response.release_conn()
+                return data
+            data = self._read_exactly(response, length, what)
+        except BaseException:
+            self.close(response)
+            raise
+        self._done(response)
+        return data
+
+    def status_error(self, response: urllib3.BaseHTTPResponse) -> StatusError:
+        """The StatusError of an error answer; reads (a bounded part of) its body."""
+        body = b""
+        with contextlib.suppress(BackendError), self._transport_errors("an error answer", ""):
+            body = response.read(ERROR_BODY_BYTES, decode_content=False)
+        self._done(response)
+        return StatusError(response.status, response.reason or "", response.headers, body)
+
+    def close(self, response: urllib3.BaseHTTPResponse) -> None:
+        """Give up on `response`: its connection, in an unknown state, is closed, not reused."""
+        response.close()
+        response.release_conn()
+
+    def _done(self, response: urllib3.BaseHTTPResponse) -> None:
+        """The connection goes back to the pool if its body was read to the end, else closes.
+
+        A chunked body (no Content-Length) read only in part is not known to be at
+        its end: closed too.
+        """
+        if response.length_remaining == 0:
+            response.release_conn()
+        else:
+            self.close(response)
+
+    def _read_exactly(self, response: urllib3.BaseHTTPResponse, length: int, what: str) -> bytes:
+        """Read exactly `length` bytes of the body; fewer is a transient BackendError."""
+        chunks = []
+        got = 0
+        with self._transport_errors(what, ""):
+            while got < length:
+                chunk = response.read(min(CHUNK_BYTES, length - got), decode_content=False)
+                if not chunk:
+                    raise BackendError(f"{what}: the connection closed after {got} of "
+                                       f"{length} bytes", transient=True)
+                chunks.append(chunk)
+                got += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _discard(self, response: urllib3.BaseHTTPResponse, length: int, what: str) -> None:
+        """Read and drop `length` bytes of the body (the part of a 200 before the range)."""
+        while length > 0:
+            length -= len(self._read_exactly(response, min(CHUNK_BYTES, length), what))
+
+    @contextlib.contextmanager
+    def _transport_errors(self, what: str, url: str) -> Iterator[None]:
+        """Raise urllib3's errors as objmount's: Unreachable if no connection was made."""
+        parts = urllib.parse.urlsplit(url)
+        where = f"{self.service} at {parts.scheme}://{parts.netloc}" if parts.netloc \
+            else self.service
+        try:
+            yield
+        # Refused, DNS: before ConnectTimeoutError, which NewConnectionError subclasses.
+        except urllib3.exceptions.NewConnectionError as exc:
+            raise Unreachable(f"cannot reach {where}: {short_reason(exc)}") from None
+        except urllib3.exceptions.ConnectTimeoutError:
+            raise Unreachable(f"cannot reach {where}: no answer to connect within "
+                              f"{self.timeouts.connect_s:g}s") from None
+        except urllib3.exceptions.ReadTimeoutError:
+            raise BackendError(f"{what}: no data from {where} for {self.timeouts.read_s:g}s "
+                               "(read timeout)", transient=True) from None
+        except urllib3.exceptions.SSLError as exc:
+            raise BackendError(f"cannot reach {where}: TLS: {short_reason(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # ProtocolError (reset, cut short: IncompleteRead), socket errors.
+            raise BackendError(f"{what}: connection to {where} broken ({short_reason(exc)})",
+                               transient=True) from None
+
+
+def part_of_answer(status: int, headers: Mapping[str, str], length: int | None, start: int,
+                   end: int, etag: str | None, what: str) -> _Part:
+    """Which bytes of a 200 or 206 answer with `headers` (lower-case names looked up) and a
+    body of `length` bytes (None: unknown) are bytes [start, end); raises if it does not fit."""
+    answered = _unquoted(headers.get("etag"))
+    if etag and answered is not None and answered != etag:
+        raise ETagMismatch(f"{what}: object changed since it was opened (ETag differs)")
+    if status == 206:
+        match = _CONTENT_RANGE.fullmatch((headers.get("content-range") or "").strip())
+        if match is None:
+            raise BackendError(f"{what}: the store answered 206 without a usable Content-Range "
+                               f"({headers.get('content-range')!r}) when asked for bytes "
+                               f"{start}-{end - 1}")
+        first, last = int(match[1]), int(match[2])
+        total = None if match[3] == "*" else int(match[3])
+        # The end may be short of the one asked for only where the object ends.
+        fits = first == start and (last == end - 1
+                                   or (total is not None and last == total - 1 < end - 1))
+        if not fits or (length is not None and length != last - first + 1):
+            raise BackendError(f"{what}: the store answered bytes {first}-{last} (of {total}, "
+                               f"{length} sent) when asked for bytes {start}-{end - 1}")
+        return _Part(0, last - first + 1)
+    # 200: the server ignored Range, the body is the whole object. Its ETag must
+    # show that it is the version asked for: a server that ignores Range may
+    # ignore If-Match as well.
+    if etag and answered is None:
+        raise BackendError(f"{what}: the store answered a ranged, conditional GET with the "
+                           "whole object and no ETag: cannot tell its version")
+    if length is None:
+        raise BackendError(f"{what}: the store answered a ranged GET with the whole object "
+                           "and no Content-Length")
+    return _Part(min(start, length), max(0, min(end, length) - start))
+
+
+def slice_answer(status: int, headers: Mapping[str, str], body: bytes, start: int, end: int,
+                 etag: str | None, what: str) -> bytes:
+    """Bytes [start, end) from a 200 or 206 answer already read whole (an SDK's), checked
+    as `get_range` checks its own; raises as `part_of_answer`, and for a short body."""
+    announced = headers.get("content-length")
+    if announced is not None and announced.isdigit() and int(announced) != len(body):
+        raise BackendError(f"{what}: the store sent {len(body)} bytes of {announced}",
+                           transient=True)
+    part = part_of_answer(status, headers, len(body), start, end, etag, what)
+    if part.skip == 0 and part.length == len(body):
+        return body
+    return body[part.skip : part.skip + part.length]
+
+
+def _unquoted(etag: str | None) -> str | None:
+    """An ETag header's value without W/ and quotes; None if absent."""
+    if etag is None:
+        return None
+    return etag.strip().removeprefix("W/").strip('"')
