@@ -25,6 +25,7 @@ Every function blocks on the filesystem (a few stat calls).
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from objmount.errors import ConfigError
@@ -56,6 +57,23 @@ def private_dir(path: Path, what: str, fix: str = "") -> Path:
     if not missing:
         _check_own_dir(current, uid, what, fix)
     return current
+
+
+def private_subdirs(parent: Path, names: Iterable[str], what: str, fix: str = "") -> None:
+    """Create (0700) or check the directories `names` directly in `parent`, a directory
+    that passed `private_dir`: each must be a directory of the user's (never a symlink)
+    not writable by others; one readable by others is narrowed. Raises ConfigError."""
+    uid = os.geteuid()
+    for name in names:
+        path = parent / name
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(_message(what, path, f"cannot be created ({exc.strerror})",
+                                       fix)) from None
+        _check_own_dir(path, uid, what, fix)
 
 
 def open_private_file(path: Path, what: str, flags: int = os.O_WRONLY | os.O_APPEND,
