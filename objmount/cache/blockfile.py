@@ -64,6 +64,8 @@ FS_BLOCK_BYTES = 4096
 ONE_READ_BYTES = 1 << 20
 SUFFIX = ".blk"
 TMP_PREFIX = ".tmp-"
+_CRC = struct.Struct("<I")
+_FIXED_BYTES = HEADER.size + CRC_BYTES  # the header without its chunk CRCs
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -78,7 +80,7 @@ def chunks(length: int) -> int:
 
 def header_bytes(length: int) -> int:
     """Bytes before the data in the file of a block of `length` bytes."""
-    return HEADER.size + CRC_BYTES * chunks(length) + CRC_BYTES
+    return _FIXED_BYTES + CRC_BYTES * chunks(length)
 
 
 def file_bytes(length: int) -> int:
@@ -126,10 +128,10 @@ def read_span(length: int, start: int, end: int) -> ReadSpan:
     """Return the span of the file of a `length`-byte block to read for [start, end)."""
     if not 0 <= start <= end <= length:
         raise ValueError(f"range [{start}, {end}) is outside a block of {length} bytes")
-    head = header_bytes(length)
-    first, last = start // CHUNK_BYTES, max(start, end - 1) // CHUNK_BYTES
+    head = _FIXED_BYTES + CRC_BYTES * (-(-length // CHUNK_BYTES) or 1)
+    first = start // CHUNK_BYTES
     offset = first * CHUNK_BYTES
-    want = min(length, (last + 1) * CHUNK_BYTES) - offset if end > start else 0
+    want = min(length, ((end - 1) // CHUNK_BYTES + 1) * CHUNK_BYTES) - offset if end > start else 0
     return ReadSpan(head, head + offset, want, first)
 
 
@@ -140,47 +142,54 @@ def verify(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey, st
 
     Pure: no I/O. `digest` is key_digest(key), if the caller has it already.
     """
-    length = key.length
-    span = read_span(length, start, end)
+    return _verified(head, data, key, read_span(key.length, start, end), start, end,
+                     digest or key_digest(key))
+
+
+def verify_read(fd: int, key: BlockKey, start: int, end: int,
+                pread: Callable[[int, int, int], bytes] = os.pread,
+                digest: bytes | None = None) -> bytes:
+    """Return bytes [start, end) of the block `key` from its open file `fd`, verified.
+
+    Reads header and covering chunks with `pread(fd, size, offset)` (os.pread, or a
+    non-blocking variant that raises BlockingIOError). `digest` as for `verify`.
+    Raises CorruptBlock, OSError.
+    """
+    span = read_span(key.length, start, end)
+    digest = digest or key_digest(key)
+    if span.one_read:
+        view = memoryview(pread(fd, span.header_bytes + span.data_bytes, 0))
+        return _verified(view[: span.header_bytes], view[span.header_bytes :], key, span,
+                         start, end, digest)
+    head = pread(fd, span.header_bytes, 0)
+    return _verified(head, pread(fd, span.data_bytes, span.data_offset), key, span, start,
+                     end, digest)
+
+
+def _verified(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey,
+              span: ReadSpan, start: int, end: int, digest: bytes) -> bytes:
     head = memoryview(head)
     if len(head) != span.header_bytes:
         raise CorruptBlock("truncated header")
-    magic, chunk, stored_length, stored_digest = HEADER.unpack_from(head)
-    if magic != MAGIC or chunk != CHUNK_BYTES or stored_length != length:
-        raise CorruptBlock("bad header")
-    if zlib.crc32(head[:-CRC_BYTES]).to_bytes(CRC_BYTES, "little") != head[-CRC_BYTES:]:
-        raise CorruptBlock("header checksum mismatch")
-    if stored_digest != (digest or key_digest(key)):
+    if head[: HEADER.size] != HEADER.pack(MAGIC, CHUNK_BYTES, key.length, digest):
+        magic, chunk, length, _digest = HEADER.unpack_from(head)
+        if (magic, chunk, length) != (MAGIC, CHUNK_BYTES, key.length):
+            raise CorruptBlock("bad header")
         raise CorruptBlock("the file holds another block")
+    if zlib.crc32(head[:-CRC_BYTES]) != _CRC.unpack_from(head, len(head) - CRC_BYTES)[0]:
+        raise CorruptBlock("header checksum mismatch")
     view = memoryview(data)
     if len(view) != span.data_bytes:
         raise CorruptBlock("truncated data")
     first = span.first_chunk
-    for i in range(first, first + (chunks(span.data_bytes) if span.data_bytes else 0)):
-        at = HEADER.size + i * CRC_BYTES
+    for i in range(first, first + (-(-span.data_bytes // CHUNK_BYTES))):
         piece = view[(i - first) * CHUNK_BYTES : (i - first + 1) * CHUNK_BYTES]
-        if crc(piece, i) != head[at : at + CRC_BYTES]:
+        if zlib.crc32(piece, i) != _CRC.unpack_from(head, HEADER.size + i * CRC_BYTES)[0]:
             raise CorruptBlock(f"checksum mismatch in chunk {i}")
     lo = start - first * CHUNK_BYTES
     if isinstance(data, bytes) and lo == 0 and end - start == len(data):
         return data  # no copy
     return bytes(view[lo : lo + end - start])
-
-
-def verify_read(fd: int, key: BlockKey, start: int, end: int,
-                pread: Callable[[int, int, int], bytes] = os.pread) -> bytes:
-    """Return bytes [start, end) of the block `key` from its open file `fd`, verified.
-
-    Reads header and covering chunks with `pread(fd, size, offset)` (os.pread, or a
-    non-blocking variant that raises BlockingIOError). Raises CorruptBlock, OSError.
-    """
-    span = read_span(key.length, start, end)
-    if span.one_read:
-        whole = pread(fd, span.header_bytes + span.data_bytes, 0)
-        view = memoryview(whole)
-        return verify(view[: span.header_bytes], view[span.header_bytes :], key, start, end)
-    head = pread(fd, span.header_bytes, 0)
-    return verify(head, pread(fd, span.data_bytes, span.data_offset), key, start, end)
 
 
 def open_block(path: str, length: int, uid: int) -> int:

@@ -80,6 +80,7 @@ from objmount.cache.keys import (
     BlockKey,
     block_key,
     key_digest,
+    name_and_digest,
     name_of,
     source_id,
 )
@@ -305,12 +306,12 @@ class BlockStore:
         """
         if not 0 <= start <= end <= key.length:
             raise ValueError(f"range [{start}, {end}) is outside block of {key.length} bytes")
-        name = name_of(key)
+        name, digest = name_and_digest(key)
         data = None
         try:
             fd = open_block(self._path(name), key.length, self._uid)
             try:
-                data = verify_read(fd, key, start, end)
+                data = verify_read(fd, key, start, end, digest=digest)
             finally:
                 os.close(fd)
         except FileNotFoundError:

@@ -30,6 +30,7 @@ NAME_HEX_DIGITS = 32
 NAME_PATTERN = re.compile(r"[0-9a-f]{32}")
 _RANGE = struct.Struct("<QQ")
 _LENGTH = struct.Struct("<I")
+_VERSION = _LENGTH.pack(len(KEY_VERSION)) + KEY_VERSION.encode()
 
 
 class BlockKey(NamedTuple):
@@ -58,8 +59,9 @@ def decode_text(raw: bytes) -> str:
 
 def key_bytes(key: BlockKey) -> bytes:
     """Return the canonical bytes of `key` (see the module docstring)."""
-    parts = [encode_text(text) for text in (KEY_VERSION, key.source, key.key, key.etag)]
-    return b"".join(_LENGTH.pack(len(p)) + p for p in parts) + _RANGE.pack(key.start, key.end)
+    source, name, etag = (text.encode("utf-8", "surrogatepass") for text in key[:3])
+    return b"".join((_VERSION, _LENGTH.pack(len(source)), source, _LENGTH.pack(len(name)),
+                     name, _LENGTH.pack(len(etag)), etag, _RANGE.pack(key.start, key.end)))
 
 
 def name_of(key: BlockKey) -> str:
@@ -70,6 +72,13 @@ def name_of(key: BlockKey) -> str:
 def key_digest(key: BlockKey) -> bytes:
     """Return the 32-byte digest of the key that the block's file header carries."""
     return hashlib.blake2b(key_bytes(key), digest_size=32).digest()
+
+
+def name_and_digest(key: BlockKey) -> tuple[str, bytes]:
+    """Return name_of(key) and key_digest(key), encoding the key once."""
+    raw = key_bytes(key)
+    return (hashlib.blake2b(raw, digest_size=16).hexdigest(),
+            hashlib.blake2b(raw, digest_size=32).digest())
 
 
 def block_key(source: str, obj: ObjectInfo, block_size: int, index: int) -> BlockKey:
