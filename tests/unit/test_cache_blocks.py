@@ -2,6 +2,7 @@
 writes, hostile contents, crash recovery."""
 
 import errno
+import itertools
 import logging
 import os
 import random
@@ -39,6 +40,14 @@ def payload(seed: int, length: int) -> bytes:
 def _fresh_log_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees its own warnings, however often another test logged the same one."""
     monkeypatch.setattr(blocks.logs, "_logged_once", set())
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write and hit gets its own `used` time, in order (wall-clock milliseconds
+    would tie)."""
+    ticks = itertools.count(1)
+    monkeypatch.setattr(blocks, "now_ms", lambda: next(ticks))
 
 
 @pytest.fixture
@@ -148,11 +157,12 @@ def test_a_hit_makes_no_sqlite_call(store: BlockStore) -> None:
     assert statements.count("BEGIN IMMEDIATE") == 1
 
 
-def test_hits_reach_the_index_in_batches(store: BlockStore, tmp_path: Path) -> None:
+def test_hits_reach_the_index_in_batches(
+    store: BlockStore, tmp_path: Path, ticking_clock: None
+) -> None:
     store.put(key("a"), payload(1, 100 * KiB))
     with sqlite3.connect(tmp_path / "cache" / FILE_NAME) as conn:
         (before,) = conn.execute("SELECT used FROM blocks").fetchone()
-    time.sleep(0.01)
     for _ in range(50):
         store.read_block(key("a"))
     with sqlite3.connect(tmp_path / "cache" / FILE_NAME) as conn:
@@ -281,14 +291,12 @@ def test_verify_drops_only_the_bad_blocks(store: BlockStore, tmp_path: Path) -> 
 
 
 def test_eviction_keeps_the_store_under_its_size_least_recently_used_first(
-    tmp_path: Path,
+    tmp_path: Path, ticking_clock: None,
 ) -> None:
     store = sized(tmp_path, 3)
     for name in "abc":
         assert store.put(key(name), payload(1, 100 * KiB))
-        time.sleep(0.002)  # distinct `used` times
     assert store.read_block(key("a")) is not None  # a is now more recent than b
-    time.sleep(0.002)
     assert store.put(key("d"), payload(1, 100 * KiB))
     assert store.disk_bytes() <= store.max_size_bytes
     assert {k.key for k in store.stored_keys()} == {"a", "c", "d"}
@@ -296,17 +304,17 @@ def test_eviction_keeps_the_store_under_its_size_least_recently_used_first(
     assert_rows_and_files_agree(tmp_path)
 
 
-def test_blocks_are_evicted_by_their_last_use_in_any_process(tmp_path: Path) -> None:
+def test_blocks_are_evicted_by_their_last_use_in_any_process(
+    tmp_path: Path, ticking_clock: None
+) -> None:
     """The index's recency is every process's: a block another process reads stays."""
     ours = sized(tmp_path, 3)
     other = BlockStore(tmp_path, max_size_bytes=1 << 40)
     ours.put(key("mine1"), payload(1, 100 * KiB))
     other.put(key("theirs1"), payload(1, 100 * KiB))
     other.put(key("theirs2"), payload(1, 100 * KiB))
-    time.sleep(0.002)
     assert other.read_block(key("mine1")) is not None  # read by the other process
     other.flush_recency()
-    time.sleep(0.002)
     ours.put(key("mine2"), payload(1, 100 * KiB))
     assert ours.disk_bytes() <= ours.max_size_bytes
     assert {k.key for k in ours.stored_keys()} == {"mine1", "theirs2", "mine2"}
