@@ -26,7 +26,7 @@ DISKCACHE_TABLE = (
     " expire_time REAL, access_time REAL, access_count INTEGER DEFAULT 0, tag BLOB,"
     " size INTEGER DEFAULT 0, mode INTEGER DEFAULT 0, filename TEXT, value BLOB)"
 )
-MODE_BINARY, MODE_PICKLE = 1, 4
+MODE_BINARY, MODE_PICKLE = 2, 4  # diskcache.core.MODE_BINARY, MODE_PICKLE
 
 
 class CreatesMarker:
