@@ -1,5 +1,6 @@
 """Mount objmount for real, in a subprocess, and always unmount afterwards."""
 
+import json
 import os
 import signal
 import subprocess
@@ -88,3 +89,14 @@ class MountProcess:
         force_unmount(self.path)
         self.proc.communicate()
         return self.proc.returncode
+
+
+def mount_stats(mount: MountProcess) -> dict[str, int]:
+    """The mount's counters (its root xattr user.objmount.stats)."""
+    return json.loads(os.getxattr(mount.path, "user.objmount.stats"))
+
+
+def read_everything(mount: MountProcess, objects: dict[str, bytes]) -> None:
+    """Read every object whole through the mount; each must be byte-exact."""
+    for key, content in objects.items():
+        assert (mount.path / key).read_bytes() == content, key

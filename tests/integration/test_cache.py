@@ -1,7 +1,6 @@
 """The block cache through real mounts, on every backend: GETs are counted by the mount
 itself (the `gets` counter of the root xattr user.objmount.stats)."""
 
-import json
 import os
 import random
 import subprocess
@@ -12,7 +11,8 @@ import pytest
 
 from tests.crafted_cache import du_bytes
 from tests.integration.conftest import data
-from tests.integration.mounting import MountProcess, mounted, objmount
+from tests.integration.mounting import mount_stats as stats
+from tests.integration.mounting import mounted, objmount, read_everything
 from tests.integration.stores import TestStore, put_many
 from tests.servers.net import wait_until
 
@@ -33,15 +33,6 @@ def cache_data(store: TestStore) -> dict[str, bytes]:
     store.create_container(CONTAINER)
     put_many(store, CONTAINER, objects)
     return objects
-
-
-def stats(mount: MountProcess) -> dict[str, int]:
-    return json.loads(os.getxattr(mount.path, "user.objmount.stats"))
-
-
-def read_everything(mount: MountProcess, objects: dict[str, bytes]) -> None:
-    for key, content in objects.items():
-        assert (mount.path / key).read_bytes() == content, key
 
 
 def cached_block_bytes(cache_dir: Path) -> int:

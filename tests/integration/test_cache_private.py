@@ -6,7 +6,6 @@ mounting; what a mount writes is private; `warm` never trusts another user's mou
 The other user is `nobody`, acting through setpriv and plain commands (tests/crafted_cache.py).
 """
 
-import json
 import os
 import shutil
 import stat
@@ -30,7 +29,8 @@ from tests.crafted_cache import (
     write_database,
 )
 from tests.integration.conftest import data
-from tests.integration.mounting import MountProcess, force_unmount, mounted, objmount
+from tests.integration.mounting import force_unmount, mounted, objmount, read_everything
+from tests.integration.mounting import mount_stats as stats
 from tests.integration.stores import TestStore, put_many
 from tests.servers.net import wait_until
 
@@ -50,15 +50,6 @@ def private_data(store: TestStore) -> dict[str, bytes]:
     store.create_container(CONTAINER)
     put_many(store, CONTAINER, objects)
     return objects
-
-
-def stats(mount: MountProcess) -> dict[str, int]:
-    return json.loads(os.getxattr(mount.path, "user.objmount.stats"))
-
-
-def read_everything(mount: MountProcess, objects: dict[str, bytes]) -> None:
-    for key, content in objects.items():
-        assert (mount.path / key).read_bytes() == content, key
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

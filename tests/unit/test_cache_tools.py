@@ -20,6 +20,15 @@ MOUNTINFO = (
     "rw,user_id=1000,group_id=1000,allow_other\n"
     "43 35 0:55 / /mnt/odd rw - fuse.objmount objmount:s3:y rw,group_id=0\n"
 )
+
+
+@pytest.fixture
+def mountinfo(tmp_path: Path) -> Path:
+    path = tmp_path / "mountinfo"
+    path.write_text(MOUNTINFO)
+    return path
+
+
 MOUNT_INFO = {"target": "s3:more", "config": None, "cache_dir": "/c", "block_size": 4096,
               "cache_max_size": 10}
 
@@ -35,27 +44,21 @@ def test_anything_else_is_a_path(text: str) -> None:
     assert not is_remote_spec(text)
 
 
-def test_objmount_mounts_are_read_from_mountinfo_unescaped(tmp_path: Path) -> None:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(MOUNTINFO)
+def test_objmount_mounts_are_read_from_mountinfo_unescaped(mountinfo: Path) -> None:
     assert tools.objmount_mounts(mountinfo) == [
         tools.ObjmountMount("/mnt/object", 0), tools.ObjmountMount("/mnt/object/nested dir", 0),
         tools.ObjmountMount("/mnt/theirs", 1000), tools.ObjmountMount("/mnt/odd", None),
     ]
 
 
-def test_a_path_outside_every_objmount_mount_is_refused(tmp_path: Path) -> None:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(MOUNTINFO)
+def test_a_path_outside_every_objmount_mount_is_refused(mountinfo: Path) -> None:
     with pytest.raises(ObjmountError, match="nor a path inside an objmount mount"):
         tools.mount_containing(Path("/mnt/other/train"), mountinfo)
 
 
 def test_the_innermost_mount_answers_for_a_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mountinfo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(MOUNTINFO)
     asked = []
 
     def root_xattr(mountpoint: str, name: str) -> dict:
@@ -70,10 +73,8 @@ def test_the_innermost_mount_answers_for_a_path(
 
 
 def test_a_mount_that_does_not_answer_is_a_one_line_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mountinfo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(MOUNTINFO)
     monkeypatch.setattr(tools, "root_xattr", lambda mountpoint, name: None)
     with pytest.raises(ObjmountError, match="did not say where it caches"):
         tools.mount_containing(Path("/mnt/object/x"), mountinfo)
@@ -82,12 +83,10 @@ def test_a_mount_that_does_not_answer_is_a_one_line_error(
 @pytest.mark.parametrize("mountpoint, who", [("/mnt/theirs", "uid 1000"),
                                              ("/mnt/odd", "an unknown user")])
 def test_warm_never_trusts_the_xattr_of_a_mount_another_user_made(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mountpoint: str, who: str
+    mountinfo: Path, monkeypatch: pytest.MonkeyPatch, mountpoint: str, who: str
 ) -> None:
     """Another user's mount could name any cache directory (theirs, planted): its root
     xattr is not even read."""
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(MOUNTINFO)
     asked = []
     monkeypatch.setattr(tools, "root_xattr", lambda m, name: asked.append(m) or MOUNT_INFO)
     with pytest.raises(ObjmountError) as raised:
@@ -100,10 +99,8 @@ def test_warm_never_trusts_the_xattr_of_a_mount_another_user_made(
 
 
 def test_warm_trusts_a_mount_of_the_caller_and_one_of_root(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mountinfo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mountinfo = tmp_path / "mountinfo"
-    mountinfo.write_text(MOUNTINFO)
     monkeypatch.setattr(tools, "root_xattr", lambda m, name: MOUNT_INFO)
     monkeypatch.setattr(tools.os, "geteuid", lambda: 1000)
     assert tools.mount_containing(Path("/mnt/theirs/a"), mountinfo)[1] == "a"
