@@ -7,8 +7,9 @@ a mount with another block size simply misses.
 
 Invariants:
 - one canonical, unambiguous encoding of a key (`key_bytes`): each text field
-  length-prefixed (UTF-8, lone surrogates passed through), then the range; two
-  different keys never have the same bytes;
+  prefixed by its length in code points, then the range, all as UTF-8 (lone
+  surrogates passed through, so encoding is one-to-one); two different keys never
+  have the same bytes;
 - a block's file name (`name_of`, blake2b-128 of the key bytes, 32 hex digits)
   and the digest its file header carries (`key_digest`, blake2b-256) both come
   from those bytes alone, so a block's place on disk is computed, never looked up
@@ -18,7 +19,6 @@ Invariants:
 
 import hashlib
 import re
-import struct
 from typing import NamedTuple
 
 from objmount.backends.base import ObjectInfo
@@ -28,9 +28,6 @@ from objmount.backends.base import ObjectInfo
 KEY_VERSION = "b3"
 NAME_HEX_DIGITS = 32
 NAME_PATTERN = re.compile(r"[0-9a-f]{32}")
-_RANGE = struct.Struct("<QQ")
-_LENGTH = struct.Struct("<I")
-_VERSION = _LENGTH.pack(len(KEY_VERSION)) + KEY_VERSION.encode()
 
 
 class BlockKey(NamedTuple):
@@ -59,9 +56,9 @@ def decode_text(raw: bytes) -> str:
 
 def key_bytes(key: BlockKey) -> bytes:
     """Return the canonical bytes of `key` (see the module docstring)."""
-    source, name, etag = (text.encode("utf-8", "surrogatepass") for text in key[:3])
-    return b"".join((_VERSION, _LENGTH.pack(len(source)), source, _LENGTH.pack(len(name)),
-                     name, _LENGTH.pack(len(etag)), etag, _RANGE.pack(key.start, key.end)))
+    source, name, etag, start, end = key
+    return (f"{KEY_VERSION}:{len(source)}:{source}{len(name)}:{name}{len(etag)}:{etag}"
+            f"{start}:{end}").encode("utf-8", "surrogatepass")
 
 
 def name_of(key: BlockKey) -> str:
