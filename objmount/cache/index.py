@@ -38,7 +38,7 @@ from typing import NamedTuple
 from objmount.cache.blockfile import FS_BLOCK_BYTES, stored_bytes
 from objmount.cache.keys import NAME_PATTERN, BlockKey, decode_text, encode_text, name_of
 from objmount.errors import ConfigError
-from objmount.private import open_private_file
+from objmount.private import private_file_in
 
 FILE_NAME = "index-v3.db"
 FORMAT = 3
@@ -226,9 +226,9 @@ class Index:
         self.files = [self.path, self.path.with_name(FILE_NAME + "-wal"),
                       self.path.with_name(FILE_NAME + "-shm")]
         fix = "remove it, or choose another --cache-dir"
-        for index, path in enumerate(self.files):
-            if index == 0 or path.exists() or path.is_symlink():
-                os.close(open_private_file(path, "cache index", os.O_RDWR, fix))
+        for path in self.files:
+            private_file_in(path.parent, path.name, "cache index", fix,
+                            create=path == self.path)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s,
                                      isolation_level=None, check_same_thread=False)

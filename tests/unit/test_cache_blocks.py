@@ -512,6 +512,16 @@ def test_a_block_directory_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
         open_store(tmp_path / "cache", MiB)
 
 
+@pytest.mark.parametrize("suffix", ["", "-wal"])
+def test_an_index_file_that_is_a_symlink_is_refused(tmp_path: Path, suffix: str) -> None:
+    (tmp_path / "cache").mkdir(mode=0o700)
+    (tmp_path / "elsewhere.db").write_bytes(b"")
+    os.symlink(tmp_path / "elsewhere.db", tmp_path / "cache" / (FILE_NAME + suffix))
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        open_store(tmp_path / "cache", MiB)
+    assert (tmp_path / "elsewhere.db").read_bytes() == b""
+
+
 def test_a_cache_dir_that_cannot_be_used_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="--cache-dir"):
