@@ -188,8 +188,9 @@ def stats_report(cache_dir: Path) -> str:
     else:
         try:
             usage = store.usage()
-            lines.append(f"  {store.block_count()} blocks, {human_bytes(store.stored_bytes())} "
-                         f"(with the index and directories: {human_bytes(store.disk_bytes())})")
+            lines.append(f"  {store.block_count()} blocks, {human_bytes(store.stored_bytes())}; "
+                         f"{human_bytes(store.disk_bytes())} with the index and directories "
+                         "(what --cache-max-size counts)")
             for entry in usage:
                 lines.append(f"  {entry.source}: {entry.blocks} blocks, "
                              f"{human_bytes(entry.stored_bytes)}")
