@@ -116,12 +116,7 @@ class ReadSpan(NamedTuple):
     data_offset: int  # file offset of the first chunk covering the range
     data_bytes: int  # bytes of whole chunks from there (the last chunk may be short)
     first_chunk: int
-
-    @property
-    def one_read(self) -> bool:
-        """True if header and data are contiguous and small: one read of both."""
-        return (self.data_offset == self.header_bytes
-                and self.header_bytes + self.data_bytes <= ONE_READ_BYTES)
+    one_read: bool  # header and data are contiguous and small: read both at once
 
 
 def read_span(length: int, start: int, end: int) -> ReadSpan:
@@ -132,7 +127,7 @@ def read_span(length: int, start: int, end: int) -> ReadSpan:
     first = start // CHUNK_BYTES
     offset = first * CHUNK_BYTES
     want = min(length, ((end - 1) // CHUNK_BYTES + 1) * CHUNK_BYTES) - offset if end > start else 0
-    return ReadSpan(head, head + offset, want, first)
+    return ReadSpan(head, head + offset, want, first, not offset and head + want <= ONE_READ_BYTES)
 
 
 def verify(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey, start: int,
@@ -142,7 +137,7 @@ def verify(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey, st
 
     Pure: no I/O. `digest` is key_digest(key), if the caller has it already.
     """
-    return _verified(head, data, key, read_span(key.length, start, end), start, end,
+    return _verified(bytes(head), data, key, read_span(key.length, start, end), start, end,
                      digest or key_digest(key))
 
 
@@ -157,18 +152,16 @@ def verify_read(fd: int, key: BlockKey, start: int, end: int,
     """
     span = read_span(key.length, start, end)
     digest = digest or key_digest(key)
+    size = span.header_bytes
     if span.one_read:
-        view = memoryview(pread(fd, span.header_bytes + span.data_bytes, 0))
-        return _verified(view[: span.header_bytes], view[span.header_bytes :], key, span,
-                         start, end, digest)
-    head = pread(fd, span.header_bytes, 0)
-    return _verified(head, pread(fd, span.data_bytes, span.data_offset), key, span, start,
-                     end, digest)
+        whole = pread(fd, size + span.data_bytes, 0)
+        return _verified(whole[:size], memoryview(whole)[size:], key, span, start, end, digest)
+    return _verified(pread(fd, size, 0), pread(fd, span.data_bytes, span.data_offset), key,
+                     span, start, end, digest)
 
 
-def _verified(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey,
-              span: ReadSpan, start: int, end: int, digest: bytes) -> bytes:
-    head = memoryview(head)
+def _verified(head: bytes, data: bytes | memoryview, key: BlockKey, span: ReadSpan,
+              start: int, end: int, digest: bytes) -> bytes:
     if len(head) != span.header_bytes:
         raise CorruptBlock("truncated header")
     if head[: HEADER.size] != HEADER.pack(MAGIC, CHUNK_BYTES, key.length, digest):
@@ -178,18 +171,23 @@ def _verified(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey,
         raise CorruptBlock("the file holds another block")
     if zlib.crc32(head[:-CRC_BYTES]) != _CRC.unpack_from(head, len(head) - CRC_BYTES)[0]:
         raise CorruptBlock("header checksum mismatch")
-    view = memoryview(data)
-    if len(view) != span.data_bytes:
+    if len(data) != span.data_bytes:
         raise CorruptBlock("truncated data")
     first = span.first_chunk
-    for i in range(first, first + (-(-span.data_bytes // CHUNK_BYTES))):
-        piece = view[(i - first) * CHUNK_BYTES : (i - first + 1) * CHUNK_BYTES]
-        if zlib.crc32(piece, i) != _CRC.unpack_from(head, HEADER.size + i * CRC_BYTES)[0]:
-            raise CorruptBlock(f"checksum mismatch in chunk {i}")
+    if span.data_bytes <= CHUNK_BYTES:  # one chunk (or none): no slicing
+        if span.data_bytes and zlib.crc32(data, first) != _CRC.unpack_from(
+                head, HEADER.size + first * CRC_BYTES)[0]:
+            raise CorruptBlock(f"checksum mismatch in chunk {first}")
+    else:
+        view = memoryview(data)
+        for i in range(first, first + (-(-span.data_bytes // CHUNK_BYTES))):
+            piece = view[(i - first) * CHUNK_BYTES : (i - first + 1) * CHUNK_BYTES]
+            if zlib.crc32(piece, i) != _CRC.unpack_from(head, HEADER.size + i * CRC_BYTES)[0]:
+                raise CorruptBlock(f"checksum mismatch in chunk {i}")
     lo = start - first * CHUNK_BYTES
     if isinstance(data, bytes) and lo == 0 and end - start == len(data):
         return data  # no copy
-    return bytes(view[lo : lo + end - start])
+    return bytes(memoryview(data)[lo : lo + end - start])
 
 
 def open_block(path: str, length: int, uid: int) -> int:
