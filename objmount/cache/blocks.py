@@ -317,7 +317,7 @@ class BlockStore:
         except FileNotFoundError:
             pass
         except CorruptBlock as exc:
-            self._drop_corrupt(key, name, exc)
+            self.drop_corrupt(key, name, exc)
         except OSError as exc:
             logs.once(log, logging.WARNING, f"cache-read:{exc.errno}",
                       "cannot read the block cache (reading from the store instead): %s", exc)
@@ -342,7 +342,7 @@ class BlockStore:
         except FileNotFoundError:
             return None
         except CorruptBlock as exc:
-            self._drop_corrupt(key, name, exc)
+            self.drop_corrupt(key, name, exc)
             return None
 
     def note_hit(self, key: BlockKey, name: str | None = None) -> None:
@@ -363,7 +363,10 @@ class BlockStore:
             return False
         return stat.S_ISREG(info.st_mode) and info.st_size == file_bytes(key.length)
 
-    def _drop_corrupt(self, key: BlockKey, name: str, exc: Exception) -> None:
+    def drop_corrupt(self, key: BlockKey, name: str | None, exc: Exception) -> None:
+        """Remove the block's file (and row) because reading it raised CorruptBlock `exc`:
+        counted, logged once. For callers that read through `open_block` too."""
+        name = name or name_of(key)
         with self._lock:
             self.counters.corrupt += 1
         logs.once(log, logging.WARNING, f"corrupt:{name}",

@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from objmount.cache import blocks, tools
-from objmount.cache.blockfile import CHUNK_BYTES, ONE_READ_BYTES, stored_bytes, verify_read
+from objmount.cache.blockfile import (
+    CHUNK_BYTES,
+    ONE_READ_BYTES,
+    CorruptBlock,
+    stored_bytes,
+    verify_read,
+)
 from objmount.cache.blocks import BlockKey, BlockStore, LruPolicy, open_store
 from objmount.cache.index import FILE_NAME, process_start
 from objmount.cache.keys import key_bytes, name_of
@@ -331,6 +337,42 @@ def test_a_reader_that_opened_a_block_keeps_reading_it_after_eviction(tmp_path: 
         assert verify_read(fd, key("a"), 0, 100 * KiB) == payload(1, 100 * KiB)
     finally:
         os.close(fd)
+
+
+def test_a_reader_of_its_own_descriptor_verifies_without_the_store_and_reports_damage(
+    store: BlockStore,
+) -> None:
+    """What a fast path (preadv on an open descriptor) does: open_block, verify_read with
+    its own pread, note_hit; a bad file is reported with drop_corrupt."""
+    store.put(key("a"), payload(1, 100 * KiB))
+    fd = store.open_block(key("a"))
+    assert fd is not None
+    try:
+        calls = []
+
+        def pread(fd: int, size: int, offset: int) -> bytes:
+            calls.append((size, offset))
+            return os.pread(fd, size, offset)
+
+        assert verify_read(fd, key("a"), 10, 20, pread=pread) == payload(1, 100 * KiB)[10:20]
+        assert len(calls) == 1  # header and the first chunk, at once
+        store.note_hit(key("a"))
+    finally:
+        os.close(fd)
+    assert store.counters.hits == 1
+    with open(store.path_of(key("a")), "r+b") as file:
+        file.seek(-1, os.SEEK_END)
+        file.write(b"\x00" if payload(1, 100 * KiB)[-1] else b"\x01")
+    fd = store.open_block(key("a"))
+    assert fd is not None
+    try:
+        with pytest.raises(CorruptBlock):
+            verify_read(fd, key("a"), 0, 100 * KiB)
+    finally:
+        os.close(fd)
+    store.drop_corrupt(key("a"), None, CorruptBlock("checksum mismatch"))
+    assert not store.contains(key("a")) and store.block_count() == 0
+    assert store.counters.corrupt == 1
 
 
 def test_a_block_larger_than_the_whole_cache_is_not_stored(tmp_path: Path) -> None:
