@@ -22,6 +22,7 @@ import trio
 from objmount.backends import Timeouts, open_backend
 from objmount.backends.base import Backend
 from objmount.backends.runner import Runner
+from objmount.cache.blocks import check_cache_dir
 from objmount.cache.readpath import open_cached_read_path
 from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
@@ -83,6 +84,8 @@ def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> 
     mountpoint = check_mountpoint(options.mountpoint)
     if options.allow_other:
         check_allow_other(os.geteuid())
+    if options.cache is not None:  # before any request: a cache dir others can write is refused
+        check_cache_dir(options.cache.cache_dir)
     release_large_buffers()
     trio.run(_serve, target, options, mountpoint, on_ready)
 

@@ -25,6 +25,7 @@ Every function blocks on the filesystem (a few stat calls).
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from objmount.errors import ConfigError
@@ -56,6 +57,23 @@ def private_dir(path: Path, what: str, fix: str = "") -> Path:
     if not missing:
         _check_own_dir(current, uid, what, fix)
     return current
+
+
+def private_subdirs(parent: Path, names: Iterable[str], what: str, fix: str = "") -> None:
+    """Create (0700) or check the directories `names` directly in `parent`, a directory
+    that passed `private_dir`: each must be a directory of the user's (never a symlink)
+    not writable by others; one readable by others is narrowed. Raises ConfigError."""
+    uid = os.geteuid()
+    for name in names:
+        path = parent / name
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(_message(what, path, f"cannot be created ({exc.strerror})",
+                                       fix)) from None
+        _check_own_dir(path, uid, what, fix)
 
 
 def open_private_file(path: Path, what: str, flags: int = os.O_WRONLY | os.O_APPEND,
@@ -91,6 +109,42 @@ def open_private_file(path: Path, what: str, flags: int = os.O_WRONLY | os.O_APP
         os.close(fd)
         raise
     return fd
+
+
+def private_file_in(directory: Path, name: str, what: str, fix: str = "",
+                    create: bool = False) -> bool:
+    """Check that `name` in `directory` (which passed `private_dir`) is, if it exists, a
+    regular file of the user's, never a symlink; narrow a wider mode to 0600. With
+    `create`, create it (empty, 0600) if missing. Return True if it exists now.
+
+    Never opens an existing file: closing any descriptor of a file drops the fcntl
+    locks the process holds on it, which SQLite relies on for a database another
+    connection of this process has open. Raises ConfigError.
+    """
+    path = directory / name
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600))
+        except FileExistsError:  # made meanwhile: it gets the same checks
+            pass
+        except OSError as exc:
+            raise ConfigError(_message(what, path, f"cannot be created ({exc.strerror})",
+                                       fix)) from None
+        info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(_message(what, path, "is not a regular file", fix))
+    uid = os.geteuid()
+    if info.st_uid != uid:
+        raise ConfigError(_message(what, path, f"belongs to uid {info.st_uid}, not to you "
+                                   f"(uid {uid})", fix))
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o600)
+    return True
 
 
 def _walk(path: Path, uid: int, what: str, fix: str) -> tuple[Path, list[str]]:

@@ -1,188 +1,248 @@
-"""The file of one cached block: its place in the cache directory, its bytes, its checks.
+"""The file of one cached block (format v3): its bytes, its checks, how it is written and opened.
 
-A block file is a header (magic, chunk size, data length), a checksum of every
-CHUNK_BYTES chunk of the data (CRC-32), then the data. The header's size follows
-from the data length, so a read needs no header parse to find its bytes: a
-range in the first MiB is read with the header in one pread, another in two.
+A block file is a header, then the data. The header is
+
+    magic "OMB3" | chunk size (u32) | data length (u64) | digest of the block's key (32 B)
+    | CRC-32 of each CHUNK_BYTES chunk of the data (seeded by the chunk's index)
+    | CRC-32 of the header before it
+
+all little-endian. Its size follows from the data length, so a reader needs no
+parse to find its bytes: a range in the first MiB is read with the header in one
+pread, another in two. A read checks the magic, the chunk size, that the length
+and the key digest are those of the key asked for, the header's own CRC, and the
+CRCs of the chunks it covers; the file's size must be exactly header + data.
+
+What the checks are for: damage (bit rot; a torn or truncated file after a crash
+or a power loss, since files are not fsynced) and misplaced files (a block's file
+under another block's name, a stray copy). They are not a defence against a user
+who can write the cache directory: such a user could write a file with valid CRCs
+and the right digest for any block. Ownership and modes keep others out (the
+directory is the user's, 0700: see objmount/private.py and blocks.py).
 
 Invariants:
-- a file name is random (16 random bytes), so never reused: a name remembered
-  from an earlier lookup opens that block or fails with ENOENT, never another block;
-- files live in 256 directories `xx/` that are never removed, so a
-  writer never races a removal of its directory; files of diskcache's own
-  layout (`ab/cd/name.val`, written before) are removed as diskcache removes them;
-- a file is written whole or removed: a partial file never stays behind a
-  failed write (a killed writer may leave one, with no row pointing at it).
+- a file is written as `.tmp-<random>` in the directory of its final name
+  (O_CREAT|O_EXCL|O_NOFOLLOW, 0600) and renamed over that name: a name holds a
+  whole file or none, and a name (derived from the key) only ever gets that
+  key's bytes;
+- a file is opened with O_NOFOLLOW|O_NONBLOCK (a planted symlink or FIFO neither
+  redirects nor blocks the read) and accepted only if it is a regular file of the
+  user's of exactly the expected size;
+- `verify` is pure (bytes in; bytes out or CorruptBlock): a later fast path can
+  read a block from an open descriptor (preadv) and check it without the store.
 """
 
 import contextlib
 import os
+import stat
 import struct
-import threading
 import zlib
-from typing import Any, BinaryIO, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-import diskcache
-from diskcache.core import MODE_BINARY
+from objmount.cache.keys import BlockKey, key_digest
 
-# Bumped whenever the file layout changes (BlockStore's keys name it, so old files
-# are never read as new ones).
-MAGIC = b"OMB2"
-HEADER = struct.Struct("<4sIQ")  # magic, chunk size, data length
+MAGIC = b"OMB3"
+# magic, chunk size, data length, key digest; then the chunk CRCs and the header CRC.
+HEADER = struct.Struct("<4sIQ32s")
 # CRC-32 per chunk: the checks are against damage (bit rot, torn or truncated files),
-# not an adversary, and CRC-32 runs at ~6 GB/s here against ~1.6 GB/s for SHA-256 (the
-# digest of an earlier layout): under a loaded CPU, hashing was ~100 us of a ~500 us
-# warm hit of a 100 KiB file. It catches every burst up to 32 bits, and misses other
-# damage with a chance of 2**-32 per chunk.
-DIGEST_BYTES = 4
+# not an adversary, and CRC-32 runs at ~6 GB/s here against ~1.6 GB/s for SHA-256:
+# under a loaded CPU, hashing was ~100 us of a ~500 us warm hit of a 100 KiB file. It
+# catches every burst up to 32 bits, and misses other damage with a chance of 2**-32
+# per chunk.
+CRC_BYTES = 4
 # Checksum granularity. A FUSE read (128 KiB, or up to 1 MiB with big writes) verifies
 # only the chunks it touches: a random 64 KiB read then reads and hashes 64-128 KiB,
 # not a whole 1 MiB; the checksums cost 4 bytes per chunk (512 B for an 8 MiB block).
 CHUNK_BYTES = 64 << 10
-# Block files go in 256 directories named by their first 2 hex digits: a few thousand
-# files each at 1M blocks (ext4 finds a name through an htree), few enough that their
-# inodes and name blocks stay in memory, so a warm read after drop_caches costs about
-# what a plain file costs (diskcache's 65,536 two-level directories cost two more
-# random disk reads per block).
-_DIR_HEX_DIGITS = 2
-# Writer retries when another process removed an (old-layout) directory meanwhile.
-_WRITE_ATTEMPTS = 10
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+# What a file takes on disk is counted in whole filesystem blocks, as `du` counts it
+# (ext4 and xfs allocate 4 KiB blocks): a 100 KiB block takes 104 KiB.
+FS_BLOCK_BYTES = 4096
 # A range that starts in the first chunk is read with the header in one pread, up to
 # this size: after drop_caches, a separate header read costs ~2.4 more disk reads per
 # block of 100 KiB (measured: 3.9 reads against 1.5, the kernel's read-ahead answers
 # the small read, then the rest), and copying the data out of it costs ~40 us per MiB.
 ONE_READ_BYTES = 1 << 20
+SUFFIX = ".blk"
+TMP_PREFIX = ".tmp-"
+_CRC = struct.Struct("<I")
+_FIXED_BYTES = HEADER.size + CRC_BYTES  # the header without its chunk CRCs
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def header_bytes(length: int) -> int:
-    """Bytes before the data in the file of a block of `length` bytes."""
-    return HEADER.size + DIGEST_BYTES * chunks(length)
+class CorruptBlock(Exception):
+    """A block file does not match its key, its header or its checksums."""
 
 
 def chunks(length: int) -> int:
     return max(1, -(-length // CHUNK_BYTES))
 
 
-def digest(chunk: bytes | memoryview, index: int) -> bytes:
+def header_bytes(length: int) -> int:
+    """Bytes before the data in the file of a block of `length` bytes."""
+    return _FIXED_BYTES + CRC_BYTES * chunks(length)
+
+
+def file_bytes(length: int) -> int:
+    """The exact size of the file of a block of `length` bytes."""
+    return header_bytes(length) + length
+
+
+def stored_bytes(length: int) -> int:
+    """Disk the file of a block of `length` bytes takes, in whole filesystem blocks."""
+    return -(-file_bytes(length) // FS_BLOCK_BYTES) * FS_BLOCK_BYTES
+
+
+def crc(chunk: bytes | memoryview, index: int) -> bytes:
     """Return the checksum of chunk `index` (seeded by its index: a moved chunk fails)."""
-    return zlib.crc32(chunk, index).to_bytes(DIGEST_BYTES, "little")
+    return zlib.crc32(chunk, index).to_bytes(CRC_BYTES, "little")
 
 
-def header(data: bytes) -> bytes:
-    """Return the header (with digests) of a block file holding `data`."""
+def header(digest: bytes, data: bytes | memoryview) -> bytes:
+    """Return the header of the file holding `data` for the key whose digest is `digest`."""
     view = memoryview(data)
-    digests = b"".join(
-        digest(view[offset : offset + CHUNK_BYTES], index)
+    crcs = b"".join(
+        crc(view[offset : offset + CHUNK_BYTES], index)
         for index, offset in enumerate(range(0, max(1, len(data)), CHUNK_BYTES))
     )
-    return HEADER.pack(MAGIC, CHUNK_BYTES, len(data)) + digests
+    head = HEADER.pack(MAGIC, CHUNK_BYTES, len(data), digest) + crcs
+    return head + zlib.crc32(head).to_bytes(CRC_BYTES, "little")
 
 
-class CorruptBlock(Exception):
-    """A block file does not match its header or checksums."""
+class ReadSpan(NamedTuple):
+    """What to read of a block file for bytes [start, end) of its data."""
+
+    header_bytes: int  # read at offset 0
+    data_offset: int  # file offset of the first chunk covering the range
+    data_bytes: int  # bytes of whole chunks from there (the last chunk may be short)
+    first_chunk: int
+    one_read: bool  # header and data are contiguous and small: read both at once
 
 
-def open_block(path: str) -> int:
-    """Open a block file for reading; return its descriptor. Raises OSError (ENOENT...)."""
-    return os.open(path, _OPEN_FLAGS)
-
-
-def read_verified(fd: int, length: int, start: int, end: int) -> bytes:
-    """Return bytes [start, end) of the data of the block file `fd` (`length` data bytes).
-
-    Reads the header and the chunks covering the range, and checks them; raises
-    CorruptBlock if any does not match, OSError if the file cannot be read.
-    """
-    head_size = header_bytes(length)
-    first, last = start // CHUNK_BYTES, max(start, end - 1) // CHUNK_BYTES
+def read_span(length: int, start: int, end: int) -> ReadSpan:
+    """Return the span of the file of a `length`-byte block to read for [start, end)."""
+    if not 0 <= start <= end <= length:
+        raise ValueError(f"range [{start}, {end}) is outside a block of {length} bytes")
+    head = _FIXED_BYTES + CRC_BYTES * (-(-length // CHUNK_BYTES) or 1)
+    first = start // CHUNK_BYTES
     offset = first * CHUNK_BYTES
-    want = min(length, (last + 1) * CHUNK_BYTES) - offset if end > start else 0
-    alone = None  # the data as read by a pread of its own
-    if offset == 0 and want <= ONE_READ_BYTES:
-        whole = memoryview(os.pread(fd, head_size + want, 0))
-        head, data = whole[:head_size], whole[head_size:]
-    else:
-        head = memoryview(os.pread(fd, head_size, 0))
-        alone = os.pread(fd, want, head_size + offset)
-        data = memoryview(alone)
-    if len(head) != head_size:
+    want = min(length, ((end - 1) // CHUNK_BYTES + 1) * CHUNK_BYTES) - offset if end > start else 0
+    return ReadSpan(head, head + offset, want, first, not offset and head + want <= ONE_READ_BYTES)
+
+
+def verify(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey, start: int,
+           end: int, digest: bytes | None = None) -> bytes:
+    """Return bytes [start, end) of the block `key`, given its file's header (`head`) and
+    the span `read_span` names (`data`); raise CorruptBlock if anything does not match.
+
+    Pure: no I/O. `digest` is key_digest(key), if the caller has it already.
+    """
+    return _verified(bytes(head), data, key, read_span(key.length, start, end), start, end,
+                     digest or key_digest(key))
+
+
+def verify_read(fd: int, key: BlockKey, start: int, end: int,
+                pread: Callable[[int, int, int], bytes] = os.pread,
+                digest: bytes | None = None) -> bytes:
+    """Return bytes [start, end) of the block `key` from its open file `fd`, verified.
+
+    Reads header and covering chunks with `pread(fd, size, offset)` (os.pread, or a
+    non-blocking variant that raises BlockingIOError). `digest` as for `verify`.
+    Raises CorruptBlock, OSError.
+    """
+    span = read_span(key.length, start, end)
+    digest = digest or key_digest(key)
+    size = span.header_bytes
+    if span.one_read:
+        whole = pread(fd, size + span.data_bytes, 0)
+        return _verified(whole[:size], memoryview(whole)[size:], key, span, start, end, digest)
+    return _verified(pread(fd, size, 0), pread(fd, span.data_bytes, span.data_offset), key,
+                     span, start, end, digest)
+
+
+def _verified(head: bytes, data: bytes | memoryview, key: BlockKey, span: ReadSpan,
+              start: int, end: int, digest: bytes) -> bytes:
+    if len(head) != span.header_bytes:
         raise CorruptBlock("truncated header")
-    magic, chunk, stored_length = HEADER.unpack_from(head)
-    if magic != MAGIC or chunk != CHUNK_BYTES or stored_length != length:
-        raise CorruptBlock("bad header")
-    if len(data) != want:
+    if head[: HEADER.size] != HEADER.pack(MAGIC, CHUNK_BYTES, key.length, digest):
+        magic, chunk, length, _digest = HEADER.unpack_from(head)
+        if (magic, chunk, length) != (MAGIC, CHUNK_BYTES, key.length):
+            raise CorruptBlock("bad header")
+        raise CorruptBlock("the file holds another block")
+    if zlib.crc32(head[:-CRC_BYTES]) != _CRC.unpack_from(head, len(head) - CRC_BYTES)[0]:
+        raise CorruptBlock("header checksum mismatch")
+    if len(data) != span.data_bytes:
         raise CorruptBlock("truncated data")
-    for i in range(first, last + 1 if want else first):
-        expected = head[HEADER.size + i * DIGEST_BYTES : HEADER.size + (i + 1) * DIGEST_BYTES]
-        if digest(data[(i - first) * CHUNK_BYTES : (i - first + 1) * CHUNK_BYTES], i) != expected:
-            raise CorruptBlock(f"checksum mismatch in chunk {i}")
-    if alone is not None and start == offset and end - offset == want:
-        return alone  # no copy
-    return bytes(data[start - offset : end - offset])
+    first = span.first_chunk
+    if span.data_bytes <= CHUNK_BYTES:  # one chunk (or none): no slicing
+        if span.data_bytes and zlib.crc32(data, first) != _CRC.unpack_from(
+                head, HEADER.size + first * CRC_BYTES)[0]:
+            raise CorruptBlock(f"checksum mismatch in chunk {first}")
+    else:
+        view = memoryview(data)
+        for i in range(first, first + (-(-span.data_bytes // CHUNK_BYTES))):
+            piece = view[(i - first) * CHUNK_BYTES : (i - first + 1) * CHUNK_BYTES]
+            if zlib.crc32(piece, i) != _CRC.unpack_from(head, HEADER.size + i * CRC_BYTES)[0]:
+                raise CorruptBlock(f"checksum mismatch in chunk {i}")
+    lo = start - first * CHUNK_BYTES
+    if isinstance(data, bytes) and lo == 0 and end - start == len(data):
+        return data  # no copy
+    return bytes(memoryview(data)[lo : lo + end - start])
 
 
-class BlockValue(NamedTuple):
-    """A value for BlockDisk: a block file's header and data."""
+def open_block(path: str, length: int, uid: int) -> int:
+    """Open the file of a block of `length` bytes for reading; return its descriptor.
 
-    header: bytes
-    data: bytes | memoryview
-
-
-class BlockDisk(diskcache.Disk):
-    """diskcache's Disk for block files: written in our layout, read back as a path.
-
-    `Cache.get(key, read=True)` returns the block file's full path (no file is
-    opened: the reader opens it). The last file name written is kept per thread,
-    so the store can remove the file if the row insert fails after it was written.
+    Raises FileNotFoundError if there is none, CorruptBlock if what is there is not a
+    regular file of `uid` of the right size (a symlink included), OSError otherwise.
     """
-
-    def __init__(self, directory: str, **kwargs: Any) -> None:
-        super().__init__(directory, **kwargs)
-        self.local = threading.local()
-
-    def filename(self, key: Any = diskcache.core.UNKNOWN,
-                 value: Any = diskcache.core.UNKNOWN) -> tuple[str, str]:
-        name = os.urandom(16).hex()
-        filename = f"{name[:_DIR_HEX_DIGITS]}/{name[_DIR_HEX_DIGITS:]}.val"
-        return filename, os.path.join(self._directory, filename)
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> tuple:
-        if not isinstance(value, BlockValue):
-            return super().store(value, read, key=key)
-        filename, full_path = self.filename(key, value)
-        self.local.filename = filename
-        try:
-            with _create(full_path) as file:
-                file.write(value.header)
-                file.write(value.data)
-        except BaseException:
-            self.remove(filename)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
             raise
-        return len(value.header) + len(value.data), MODE_BINARY, filename, None
+        if os.path.islink(path):
+            raise CorruptBlock("a symlink") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
+            raise CorruptBlock("not a regular file of yours")
+        if info.st_size != file_bytes(length):
+            raise CorruptBlock(f"{info.st_size} bytes, not {file_bytes(length)}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-    def fetch(self, mode: int, filename: str, value: Any, read: bool) -> Any:
-        if read and mode == MODE_BINARY:
-            return os.path.join(self._directory, filename)
-        return super().fetch(mode, filename, value, read)
 
-    def remove(self, file_path: str) -> None:
-        if file_path.count("/") != 1:  # diskcache's layout: it also removes empty directories
-            super().remove(file_path)
-            return
-        with contextlib.suppress(OSError):  # gone already (another process removed it)
-            os.remove(os.path.join(self._directory, file_path))
+def write_block(directory: str, name: str, parts: Sequence[bytes | memoryview]) -> str:
+    """Write `parts` as the file `name` in `directory` (via a temporary file and a rename);
+    return its path. Raises OSError; a failed write leaves no file behind."""
+    tmp = os.path.join(directory, TMP_PREFIX + os.urandom(8).hex())
+    fd = os.open(tmp, _CREATE_FLAGS, 0o600)
+    try:
+        try:
+            _write_all(fd, parts)
+        finally:
+            os.close(fd)
+        final = os.path.join(directory, name)
+        os.rename(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return final
 
 
-
-def _create(path: str) -> BinaryIO:
-    """Create the file `path` (it must not exist) and its directory.
-
-    Retried if another process removes the directory meanwhile (an old-layout removal).
-    """
-    for _ in range(_WRITE_ATTEMPTS - 1):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            return open(path, "xb")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return open(path, "xb")
+def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    views = [memoryview(p) for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views)
+        if written == 0:
+            raise OSError(f"writev wrote nothing ({sum(map(len, views))} bytes left)")
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]

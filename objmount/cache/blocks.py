@@ -1,31 +1,42 @@
-"""The persistent block store: object blocks in a diskcache directory, checksummed.
+"""The persistent block store (v3): object blocks as files named by their keys, with an index.
 
-A block is the bytes [start, end) of one version of one object. Its key names
-the store (`source`: kind, endpoint, container), the object key, the ETag and the
-byte range, so a new version (new ETag) can never be served old bytes, and a
-mount with another block size simply misses. Each block is a file of its own
-(blockfile: a digest of every chunk, checked on every read; a corrupt or
-truncated block is dropped and reads as a miss), so sizes add up exactly.
-A hit costs one SQLite lookup, or none when this process stored or found the
-block before (it remembers the path of its file).
+Layout of a cache directory, private to the user who mounts (0700 directories,
+0600 files; a directory of anyone else, or one others may write, is refused):
+
+    index-v3.db (+ -wal, -shm)   the index (index.py): one row per block, the totals
+    blocks-v3/xx/<name>.blk      a block's file (blockfile.py); <name>: 32 hex digits
+                                 derived from the block's key (keys.py), xx its first two
+    blocks-v3/xx/.tmp-<random>   a block file being written
 
 Invariants:
-- a block is written whole (file first, then its row, by diskcache) or not at
-  all: a killed process leaves at worst an orphan file, never a row pointing at
-  half a block;
-- eviction is ours, not diskcache's (its culling is off): an EvictionPolicy
-  chooses victims, and blocks pinned by a read in flight are never chosen;
-- several processes may share one directory (SQLite is the arbiter); the byte
-  total is shared, each process's recency view is its own (blocks stored by
-  others are learnt, as the coldest, when a process runs out of victims, and
-  so are rows of other key versions, which never match);
-- a remembered path is only a hint: a block evicted by another process fails
-  to open (ENOENT; names are never reused), and SQLite answers;
-- a write that fails (full disk, full database, locked database) never fails a
-  read: the block is simply not cached, writes pause, one warning is logged.
+- a hit touches no SQLite: the file's path is computed from the key, the file is
+  opened (O_NOFOLLOW), checked to be a regular file of the user's of the right
+  size, and its header proves which block it holds (key digest, CRCs). Anything
+  else is CorruptBlock: the derived path (only) is unlinked and the read is a miss.
+  No file, row or path can make a read return another block's bytes; a file
+  without a row is a hit, a row without a file a miss;
+- reserve, then write: one BEGIN IMMEDIATE transaction reads the total, picks
+  victims, unlinks their files and deletes their rows, and inserts the new block's
+  row; only then is its file written. The total so covers every file, written or
+  in progress, and `blocks + index files + directories <= max_size_bytes` holds
+  with several processes, to within what one transaction adds to the index;
+- a failed write (full disk, read-only directory, locked index, a failing policy)
+  never fails a read and never touches another block: its own row is deleted, its
+  temporary file removed, writes pause for WRITE_PAUSE_S, one warning is logged;
+- victims are the EvictionPolicy's first, then the index's least recently used rows
+  (of every process; the policy is told of them as `discovered`), never a block
+  this process is writing, never the block being stored. A reader that opened a
+  file keeps reading it after an eviction (the inode lives until it is closed);
+- recency: hits are kept in memory and written to the index in batches (with the
+  next write that evicts, or at most every RECENCY_FLUSH_S), never one UPDATE a hit;
+- after an unclean close (a writer in the index whose process is gone), a reconcile
+  pass in a thread deletes rows without a file, files without a row and temporary
+  files, only those older than RECONCILE_GRACE_S (writes in progress are younger);
+- files of the layouts before v3 (a diskcache `cache.db`, `*.val`) are never opened:
+  a mount warns once, they do not count in the cap, `clear` removes them (legacy.py).
 
-Every method blocks (disk, SQLite): call them through a Runner, never on the
-trio thread. Methods are thread-safe.
+Every method but `path_of` blocks on disk or SQLite: call them through a Runner,
+never on the trio thread. Methods are thread-safe.
 """
 
 import contextlib
@@ -33,93 +44,87 @@ import errno
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
-
-import diskcache
+from typing import Protocol
 
 from objmount import log as logs
-from objmount.backends.base import ObjectInfo
+from objmount.cache import legacy
 from objmount.cache.blockfile import (
-    BlockDisk,
-    BlockValue,
+    SUFFIX,
+    TMP_PREFIX,
     CorruptBlock,
+    file_bytes,
     header,
-    header_bytes,
     open_block,
-    read_verified,
+    stored_bytes,
+    verify_read,
+    write_block,
+)
+from objmount.cache.index import (
+    FILE_NAME,
+    Index,
+    Row,
+    Transaction,
+    now_ms,
+    process_start,
+    writer_alive,
+)
+from objmount.cache.keys import (
+    KEY_VERSION,
+    NAME_PATTERN,
+    BlockKey,
+    block_key,
+    key_digest,
+    name_and_digest,
+    name_of,
+    source_id,
 )
 from objmount.errors import ConfigError
+from objmount.private import private_dir, private_subdirs
+
+__all__ = ["KEY_VERSION", "BlockKey", "BlockStore", "EvictionPolicy", "LruPolicy", "block_key",
+           "open_store", "source_id"]
 
 log = logging.getLogger(__name__)
 
-# Bumped whenever the key or file layout changes: old entries then never match
-# (b2: 256 directories, 64 KiB chunks, CRC-32; blockfile.MAGIC OMB2).
-KEY_VERSION = "b2"
-# Paths of block files remembered per process, to skip SQLite on a hit: ~280 bytes
-# each (a key's strings are shared with the listing), so at most ~5 MB of a mount's
-# ~200 MB; enough for 16,384 small files or 128 GiB of 8 MiB blocks. Beyond, hits of
-# the blocks forgotten cost a SQLite lookup, as without it.
-REMEMBERED_PATHS = 1 << 14
+BLOCKS_DIR = "blocks-v3"
+DIR_NAMES = [f"{i:02x}" for i in range(256)]
+# Past the last two-hex-digit prefix "ff": every valid name sorts in ["00", NAMES_END).
+NAMES_END = "fg"
+FIX = "choose another with --cache-dir, or mount with --cache-mode off"
 # After a failed write (disk full...), how long to read uncached before trying again.
 WRITE_PAUSE_S = 30.0
-# diskcache's own size limit and culling are disabled: ours apply.
-_DISKCACHE_SETTINGS: dict[str, Any] = {
-    "eviction_policy": "none",
-    "cull_limit": 0,
-    "size_limit": 1 << 62,
-    "disk_min_file_size": 0,
-    "statistics": 0,
-}
-_STORE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+# Hits are written to the index at most this often (or with the next evicting write):
+# other processes evict by the index's order, which is then at most this stale.
+RECENCY_FLUSH_S = 2.0
+# Hits remembered between flushes, at most (~100 bytes each); beyond, a hit is not
+# recorded until the next flush (it only makes that block look older).
+MAX_PENDING_HITS = 1 << 15
+# Rows and files a reconcile pass deletes only once they are this old: a write in
+# progress (row first, then its file) takes milliseconds, never minutes.
+RECONCILE_GRACE_S = 600.0
+# The directories' own size (257 of them, 4 KiB each when small) is counted in the cap;
+# it is re-measured this often (it only grows as the directories fill).
+DIRS_MEASURE_S = 10.0
+# Index rows read per query when looking for victims (each is validated).
+VICTIM_PAGE = 8
+# Victims asked of the policy per write, at most (a policy naming blocks that are gone).
+POLICY_TRIES = 64
+# Rounds of choosing victims per write: another only if invalid rows were deleted (their
+# bytes leave the total, which is then recounted).
+RESERVE_ATTEMPTS = 4
+_STORE_ERRORS = (OSError, sqlite3.Error)
 
 
-class BlockKey(NamedTuple):
-    """One block: bytes [start, end) of version `etag` of `key` in the store `source`."""
-
-    source: str
-    key: str
-    etag: str
-    start: int
-    end: int
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start
-
-    def stored_bytes(self) -> int:
-        """Bytes this block occupies in the store (header, digests, data)."""
-        return header_bytes(self.length) + self.length
-
-
-def _db_key(key: BlockKey) -> tuple:
-    return (KEY_VERSION, *key)
-
-
-def _block_key(db_key: object) -> BlockKey | None:
-    if isinstance(db_key, tuple) and len(db_key) == 6 and db_key[0] == KEY_VERSION:
-        return BlockKey(*db_key[1:])
-    return None
-
-
-def block_key(source: str, obj: ObjectInfo, block_size: int, index: int) -> BlockKey:
-    """Return the key of block `index` of `obj` cut in `block_size` blocks (a mount, a
-    warm-up and directory read-ahead all name blocks this way). Without an ETag, size
-    and mtime stand in for the version."""
-    version = obj.etag or f"size={obj.size},mtime_ns={obj.mtime_ns}"
-    start = index * block_size
-    return BlockKey(source, obj.key, version, start, min(obj.size, start + block_size))
-
-
-def source_id(kind: str, endpoint: str, container: str) -> str:
-    """Return the `source` of block keys for a container: the same for every remote name
-    that points at the same store, so two remotes (or a mount and `warm`) share blocks."""
-    return f"{kind}:{endpoint.rstrip('/')}/{container}"
+def check_cache_dir(directory: Path) -> Path:
+    """Return `directory` (absolute, created 0700 if missing) if it is private to the user;
+    raise ConfigError (one line, with the fix) if it is not (see private.py)."""
+    return private_dir(Path(directory), "cache directory", FIX)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -130,95 +135,52 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 class EvictionPolicy(Protocol):
-    """Chooses which block to evict; told of every insert, access and removal.
+    """Decides which blocks are written and which go first; told of every insert, access
+    and removal. Keys are BlockKeys. Called under the store's lock: no locking needed.
 
-    LRU is the first; a scan-resistant policy (hits vs first inserts, e.g. S3-FIFO)
-    fits the same five calls. Called under the store's lock: no locking needed.
+    `admit` is asked before a block is written: False and the block is not written
+    (its reader still gets it, from memory). `victim` is asked when the store needs
+    room; a policy that returns None (it knows no victim) lets the store take the
+    least recently used rows of the index, of every process, which it tells the
+    policy of first with `discovered`. A scan-resistant policy (S3-FIFO, or one that
+    keeps a stable resident set when an epoch exceeds the cache) fits these six calls.
     """
 
-    def inserted(self, key: Hashable) -> None: ...
-    def accessed(self, key: Hashable) -> None: ...
-    def removed(self, key: Hashable) -> None: ...
+    def admit(self, key: BlockKey, size: int) -> bool: ...
+    def inserted(self, key: BlockKey) -> None: ...
+    def accessed(self, key: BlockKey) -> None: ...
+    def removed(self, key: BlockKey) -> None: ...
 
-    def discovered(self, keys_oldest_first: Iterable[Hashable]) -> None:
-        """Blocks found on disk that the policy has not seen: placed as the coldest."""
+    def discovered(self, keys_oldest_first: Iterable[BlockKey]) -> None:
+        """Blocks in the index the policy may not have seen, the least recently used."""
         ...
 
-    def victim(self, skip: Callable[[Hashable], bool]) -> Hashable | None:
+    def victim(self, skip: Callable[[BlockKey], bool]) -> BlockKey | None:
         """Return the block to evict next, never one for which `skip` is True; None if none."""
         ...
 
 
 class LruPolicy:
-    """Least recently used first; blocks discovered on disk count as the least recent."""
+    """Least recently used first, over every process sharing the cache directory.
 
-    def __init__(self) -> None:
-        self._order: OrderedDict[Hashable, None] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._order
-
-    def inserted(self, key: Hashable) -> None:
-        self._order[key] = None
-        self._order.move_to_end(key)
-
-    accessed = inserted
-
-    def removed(self, key: Hashable) -> None:
-        self._order.pop(key, None)
-
-    def discovered(self, keys_oldest_first: Iterable[Hashable]) -> None:
-        new = [key for key in keys_oldest_first if key not in self._order]
-        for key in reversed(new):
-            self._order[key] = None
-            self._order.move_to_end(key, last=False)
-
-    def victim(self, skip: Callable[[Hashable], bool]) -> Hashable | None:
-        for key in self._order:
-            if not skip(key):
-                return key
-        return None
-
-
-class _ForeignEntry(NamedTuple):
-    """A row that is no block of this KEY_VERSION (an older objmount's): evictable only."""
-
-    db_key: Hashable
-
-
-class _RememberedPaths:
-    """Block file paths this process stored or found, least recently used dropped first.
-
-    Only hints (see the module docstring): a caller that fails to open one forgets it.
+    The order is the index's `used` column (hits flushed in batches), so this policy
+    keeps no state and names no victim: the store takes the index's oldest rows. One
+    order for every mount and `warm` on a directory, and no memory per block.
     """
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._paths: OrderedDict[BlockKey, str] = OrderedDict()
-        self._lock = threading.Lock()
+    def admit(self, key: BlockKey, size: int) -> bool:
+        return True
 
-    def get(self, key: BlockKey) -> str | None:
-        with self._lock:
-            path = self._paths.get(key)
-            if path is not None:
-                self._paths.move_to_end(key)
-            return path
+    def inserted(self, key: BlockKey) -> None:
+        pass
 
-    def remember(self, key: BlockKey, path: str) -> None:
-        with self._lock:
-            self._paths[key] = path
-            self._paths.move_to_end(key)
-            if len(self._paths) > self.max_entries:
-                self._paths.popitem(last=False)
+    accessed = removed = inserted
 
-    def forget(self, key: BlockKey, path: str | None = None) -> None:
-        """Forget `key`'s path (only if it is still `path`, when given)."""
-        with self._lock:
-            if path is None or self._paths.get(key) == path:
-                self._paths.pop(key, None)
+    def discovered(self, keys_oldest_first: Iterable[BlockKey]) -> None:
+        pass
+
+    def victim(self, skip: Callable[[BlockKey], bool]) -> BlockKey | None:
+        return None
 
 
 @dataclass
@@ -231,6 +193,8 @@ class StoreCounters:
     writes: int = 0
     write_errors: int = 0
     evicted: int = 0
+    not_admitted: int = 0
+    no_room: int = 0
 
 
 @dataclass(frozen=True)
@@ -242,149 +206,338 @@ class SourceUsage:
     stored_bytes: int
 
 
-class BlockStore:
-    """Blocks of objects on local disk, bounded by `max_size_bytes`; see the module docstring."""
+@dataclass
+class ReconcileReport:
+    """What a reconcile pass removed."""
 
-    def __init__(
-        self, directory: Path, max_size_bytes: int, policy: EvictionPolicy | None = None
-    ) -> None:
-        self.directory = Path(directory)
+    rows: int = 0
+    files: int = 0
+    temporary: int = 0
+
+
+class BlockStore:
+    """Blocks of objects on local disk, within `max_size_bytes`; see the module docstring."""
+
+    def __init__(self, directory: Path, max_size_bytes: int,
+                 policy: EvictionPolicy | None = None, *, writer: bool = True) -> None:
+        """Open (creating it) the store in `directory`. `writer`: a mount or a warm-up,
+        which registers in the index and reconciles after a previous unclean close;
+        the cache commands pass False (they reconcile only when asked).
+
+        Raises ConfigError if the directory is not private to the user (private.py)
+        or holds files that are not the user's; OSError, sqlite3.Error if it fails.
+        """
+        self.directory = check_cache_dir(directory)
+        self.blocks_dir = self.directory / BLOCKS_DIR
+        private_subdirs(self.directory, [BLOCKS_DIR], "cache directory", FIX)
+        private_subdirs(self.blocks_dir, DIR_NAMES, "cache directory", FIX)
         self.max_size_bytes = max_size_bytes
         self.policy: EvictionPolicy = policy if policy is not None else LruPolicy()
         self.counters = StoreCounters()
-        self._cache = diskcache.Cache(str(self.directory), disk=BlockDisk,
-                                      **_DISKCACHE_SETTINGS)
-        self._disk: BlockDisk = self._cache.disk
-        self._paths = _RememberedPaths(REMEMBERED_PATHS)
-        self._lock = threading.Lock()  # policy, pins, counters
-        self._evicting = threading.Lock()
-        self._pins: dict[BlockKey, int] = {}
-        self._seeded = False
+        self._root = str(self.blocks_dir)
+        self._uid = os.geteuid()
+        self._lock = threading.Lock()  # policy, counters, pending hits, writes in progress
+        self._pending: dict[str, int] = {}  # hits not yet in the index: name -> used (ms)
+        self._flushed_at = time.monotonic()
+        self._writing: set[str] = set()
         self._writes_paused_until = 0.0
+        self._dirs_bytes = self._measure_dirs()
+        self._dirs_measured_at = time.monotonic()
+        self._stop = threading.Event()
+        self._reconciler: threading.Thread | None = None
+        self._writer: tuple[int, int] | None = None
+        self._closed = False
+        self._index = Index(self.directory)
+        try:
+            self.unclean = bool(self._index.dead_writers(writer_alive))
+            if writer:
+                self._register_writer()
+        except BaseException:
+            self._index.close()
+            raise
+        if writer and legacy.present(self.directory):
+            logs.once(log, logging.WARNING, f"legacy:{self.directory}",
+                      "the cache directory %s holds an older objmount's cache layout: it is "
+                      "ignored and not counted in --cache-max-size (`objmount cache clear "
+                      "--cache-dir %s` removes it)", self.directory, self.directory)
+
+    def _register_writer(self) -> None:
+        pid = os.getpid()
+        started = process_start(pid)
+        if started is None:
+            return
+        self._writer = (pid, started)
+        self._index.register_writer(pid, started)
+        if self.unclean:
+            self._reconciler = threading.Thread(target=self._reconcile_in_background,
+                                                name="objmount-reconcile", daemon=True)
+            self._reconciler.start()
 
     def close(self) -> None:
-        self._cache.close()
+        """Stop a reconcile in progress, write pending hits, deregister; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._reconciler is not None:
+            self._reconciler.join()
+        with contextlib.suppress(*_STORE_ERRORS):
+            self.flush_recency()
+            if self._writer is not None:
+                self._index.remove_writer(*self._writer)
+        self._index.close()
+
+    # Paths.
+
+    def path_of(self, key: BlockKey) -> str:
+        """Return the path the block's file has if it is stored (computed; no I/O)."""
+        return self._path(name_of(key))
+
+    def _path(self, name: str) -> str:
+        return f"{self._root}/{name[:2]}/{name}{SUFFIX}"
 
     # Reads.
 
     def read_range(self, key: BlockKey, start: int, end: int) -> bytes | None:
         """Return bytes [start, end) of the block (offsets within it), or None on a miss.
 
-        Only the chunks covering the range are read and verified; a bad chunk drops
-        the whole block (a miss). Blocks on disk and SQLite; never raises for I/O errors.
+        Only the chunks covering the range are read and verified; a bad file drops the
+        whole block (a miss). No SQLite. Blocks on disk; never raises for I/O errors.
         """
-        data = self._read(key, start, end)
-        with self._lock:
-            if data is None:
+        if not 0 <= start <= end <= key.length:
+            raise ValueError(f"range [{start}, {end}) is outside block of {key.length} bytes")
+        name, digest = name_and_digest(key)
+        data = None
+        try:
+            fd = open_block(self._path(name), key.length, self._uid)
+            try:
+                data = verify_read(fd, key, start, end, digest=digest)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            pass
+        except CorruptBlock as exc:
+            self.drop_corrupt(key, name, exc)
+        except OSError as exc:
+            logs.once(log, logging.WARNING, f"cache-read:{exc.errno}",
+                      "cannot read the block cache (reading from the store instead): %s", exc)
+        if data is None:
+            with self._lock:
                 self.counters.misses += 1
-            else:
-                self.counters.hits += 1
-                self.policy.accessed(key)
+        else:
+            self.note_hit(key, name)
         return data
 
     def read_block(self, key: BlockKey) -> bytes | None:
         """Return the whole block, verified, or None on a miss."""
         return self.read_range(key, 0, key.length)
 
-    def contains(self, key: BlockKey) -> bool:
-        """Return True if the block is stored (not verified)."""
+    def open_block(self, key: BlockKey) -> int | None:
+        """Open the block's file and check what it is (not its bytes: see
+        blockfile.verify_read); return the descriptor (the caller closes it), or None
+        on a miss. A file that is not a block's is dropped."""
+        name = name_of(key)
         try:
-            return _db_key(key) in self._cache
-        except _STORE_ERRORS:
-            return False
-
-    def _read(self, key: BlockKey, start: int, end: int) -> bytes | None:
-        if not 0 <= start <= end <= key.length:
-            raise ValueError(f"range [{start}, {end}) is outside block of {key.length} bytes")
-        try:
-            return self._read_file(key, start, end)
+            return open_block(self._path(name), key.length, self._uid)
+        except FileNotFoundError:
+            return None
         except CorruptBlock as exc:
-            with self._lock:
-                self.counters.corrupt += 1
-            logs.once(log, logging.WARNING, f"corrupt:{key}",
-                      "cached block of %r [%d, %d) is corrupt (%s): dropped, refetching",
-                      key.key, key.start, key.end, exc)
-            self.discard(key)
-            return None
-        except OSError as exc:
-            logs.once(log, logging.WARNING, f"cache-read:{exc.errno}",
-                      "cannot read the block cache (reading from the store instead): %s", exc)
+            self.drop_corrupt(key, name, exc)
             return None
 
-    def _read_file(self, key: BlockKey, start: int, end: int) -> bytes | None:
-        """Return bytes [start, end) of the block's file, verified; None on a miss.
+    def note_hit(self, key: BlockKey, name: str | None = None) -> None:
+        """Count a hit of `key` (read through `open_block` by a caller, or by read_range):
+        the policy is told, the index learns of it with the next flush. No I/O."""
+        name = name or name_of(key)
+        with self._lock:
+            self.counters.hits += 1
+            self.policy.accessed(key)
+            if len(self._pending) < MAX_PENDING_HITS:
+                self._pending[name] = now_ms()
 
-        Raises CorruptBlock, or OSError if the file opens but cannot be read.
-        """
-        found = self._open(key)
-        if found is None:
-            return None
-        path, fd = found
+    def contains(self, key: BlockKey) -> bool:
+        """Return True if the block's file is there (not verified). No SQLite."""
         try:
-            data = read_verified(fd, key.length, start, end)
-        finally:
-            os.close(fd)
-        self._paths.remember(key, path)
-        return data
+            info = os.lstat(self.path_of(key))
+        except OSError:
+            return False
+        return stat.S_ISREG(info.st_mode) and info.st_size == file_bytes(key.length)
 
-    def _open(self, key: BlockKey) -> tuple[str, int] | None:
-        """Open the block's file: at its remembered path, else where SQLite says it is.
-
-        Returns (path, descriptor), or None on a miss (or an unreadable cache, logged once).
-        """
-        path = self._paths.get(key)
-        if path is not None:
-            try:
-                return path, open_block(path)
-            except OSError:  # evicted (or replaced) by another process
-                self._paths.forget(key, path)
-        try:
-            path = self._cache.get(_db_key(key), read=True)  # BlockDisk: the file's path
-            if path is None:
-                return None
-            return path, open_block(path)
-        except FileNotFoundError:  # removed since the lookup
-            return None
-        except _STORE_ERRORS as exc:
-            logs.once(log, logging.WARNING, f"cache-read:{type(exc).__name__}",
-                      "cannot read the block cache (reading from the store instead): %s", exc)
-            return None
+    def drop_corrupt(self, key: BlockKey, name: str | None, exc: Exception) -> None:
+        """Remove the block's file (and row) because reading it raised CorruptBlock `exc`:
+        counted, logged once. For callers that read through `open_block` too."""
+        name = name or name_of(key)
+        with self._lock:
+            self.counters.corrupt += 1
+        logs.once(log, logging.WARNING, f"corrupt:{name}",
+                  "cached block of %r [%d, %d) is corrupt (%s): dropped, refetching",
+                  key.key, key.start, key.end, exc)
+        self._remove(key, name)
 
     # Writes.
 
-    def put(self, key: BlockKey, data: bytes) -> bool:
+    def put(self, key: BlockKey, data: bytes | memoryview) -> bool:
         """Store a whole block, evicting others first if needed; return False if not stored.
 
-        A failed write (full disk or database, lock timeout) is logged once as a
-        warning and pauses writes for WRITE_PAUSE_S; it never raises.
+        Not stored: the policy did not admit it, it does not fit in the cache, writes
+        are paused, or the write failed (logged once as a warning; writes then pause
+        for WRITE_PAUSE_S). Never raises for I/O or SQLite errors.
         """
         if len(data) != key.length:
             raise ValueError(f"block of {key.length} bytes given {len(data)} bytes")
-        size = key.stored_bytes()
+        size = stored_bytes(key.length)
         if size > self.max_size_bytes or time.monotonic() < self._writes_paused_until:
             return False
+        name = name_of(key)
+        with self._lock:
+            if not self.policy.admit(key, size):
+                self.counters.not_admitted += 1
+                return False
+            if name in self._writing:  # another thread is writing it
+                return False
+            self._writing.add(name)
         try:
-            self._evict(self.max_size_bytes - size)
-            self._disk.local.filename = None
-            self._cache.set(_db_key(key), BlockValue(header(data), data))
-        except _STORE_ERRORS as exc:
-            filename = getattr(self._disk.local, "filename", None)
-            if filename:
-                self._disk.remove(filename)  # the file was written, its row was not
+            return self._put(key, name, size, data)
+        finally:
+            with self._lock:
+                self._writing.discard(name)
+
+    def _put(self, key: BlockKey, name: str, size: int, data: bytes | memoryview) -> bool:
+        try:
+            owned = self._reserve(key, name, size)
+        except Exception as exc:  # SQLite, the disk, or the policy: nothing was changed
             self._write_failed(exc)
             return False
-        self._paths.remember(key, os.path.join(self._cache.directory, self._disk.local.filename))
+        if owned is None:
+            return False
+        if not owned and self.contains(key):
+            return True  # stored by another thread or process meanwhile
+        path = self._path(name)
+        try:
+            write_block(os.path.dirname(path), os.path.basename(path),
+                        [header(key_digest(key), data), data])
+        except Exception as exc:
+            if owned:
+                with contextlib.suppress(*_STORE_ERRORS), self._index.write() as tx:
+                    tx.delete(name)
+            self._write_failed(exc)
+            return False
+        # Another process may have evicted the reservation meanwhile: the file would
+        # then be counted nowhere.
+        kept = True
+        with contextlib.suppress(sqlite3.Error):
+            kept = self._index.exists(name)
+        if not kept:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return False
         with self._lock:
             self.counters.writes += 1
             self.policy.inserted(key)
-        try:
-            # Other threads (or processes) may have stored blocks since we made room;
-            # the block just stored is the one block that must stay.
-            with self.pinned(key):
-                self._evict(self.max_size_bytes)
-        except _STORE_ERRORS as exc:
-            log.debug("eviction after a write failed: %s", exc)
         return True
+
+    def _reserve(self, key: BlockKey, name: str, size: int) -> bool | None:
+        """Make room and insert the block's row, in one transaction; return True if the
+        row is ours, False if the block had one already, None if there is no room."""
+        with self._index.write() as tx:
+            if tx.get(name) is not None:
+                tx.touch([(name, now_ms())])
+                return False
+            overhead = self.overhead_bytes()
+            victims: list[Row] = []
+            for attempt in range(RESERVE_ATTEMPTS):
+                need = (tx.totals()[0] + size + overhead - self.max_size_bytes
+                        - sum(row.size for row in victims))
+                if need <= 0:
+                    break
+                if attempt == 0:
+                    self._flush_into(tx)  # so that this eviction sees this process's hits
+                more = self._victims(tx, need, {row.name for row in victims})
+                if not tx.damaged:  # else deleted invalid rows freed bytes: count again
+                    if more is None:
+                        with self._lock:
+                            self.counters.no_room += 1
+                        log.debug("no room in the cache for %r [%d, %d)", key.key, key.start,
+                                  key.end)
+                        return None
+                    victims += more
+                    break
+                tx.recount()
+                victims += more or []
+            else:
+                return None
+            if not victims and time.monotonic() - self._flushed_at >= RECENCY_FLUSH_S:
+                self._flush_into(tx)
+            for row in victims:
+                _unlink_block(self._path(row.name))
+                tx.delete(row.name)
+            with self._lock:
+                self.counters.evicted += len(victims)
+                for row in victims:
+                    self.policy.removed(row.key)
+            tx.insert(Row(name, key, size, now_ms()))
+            return True
+
+    def _victims(self, tx: Transaction, need: int, taken: set[str]) -> list[Row] | None:
+        """Choose rows worth at least `need` bytes, none of `taken`: the policy's, then the
+        index's least recently used; never a block this process is writing. None if there
+        are too few."""
+        chosen: list[Row] = []
+        taken = set(taken)
+        freed = 0
+        with self._lock:
+            busy = set(self._writing)
+
+        def skip(candidate: BlockKey) -> bool:
+            return (found := name_of(candidate)) in taken or found in busy
+
+        for _ in range(POLICY_TRIES):
+            if freed >= need:
+                return chosen
+            with self._lock:
+                victim = self.policy.victim(skip)
+            if victim is None:
+                break
+            victim_name = name_of(victim)
+            taken.add(victim_name)
+            row = tx.get(victim_name)
+            if row is None:  # gone already (another process evicted it)
+                with self._lock:
+                    self.policy.removed(victim)
+                continue
+            chosen.append(row)
+            freed += row.size
+        after: tuple[object, object] | None = None
+        while freed < need:
+            page, after = tx.oldest(after, VICTIM_PAGE)
+            fresh = [row for row in page if row.name not in taken and row.name not in busy]
+            with self._lock:
+                self.policy.discovered([row.key for row in fresh])
+            for row in fresh:
+                if freed >= need:
+                    break
+                chosen.append(row)
+                taken.add(row.name)
+                freed += row.size
+            if after is None:
+                break
+        return chosen if freed >= need else None
+
+    def overhead_bytes(self) -> int:
+        """Disk the index's files and the directories take (counted in the cap)."""
+        if time.monotonic() - self._dirs_measured_at >= DIRS_MEASURE_S:
+            self._dirs_bytes = self._measure_dirs()
+            self._dirs_measured_at = time.monotonic()
+        return self._index.disk_bytes() + self._dirs_bytes
+
+    def _measure_dirs(self) -> int:
+        paths = [self.directory, self.blocks_dir] + [self.blocks_dir / n for n in DIR_NAMES]
+        total = 0
+        for path in paths:
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                total += max(info.st_size, info.st_blocks * 512)
+        return total
 
     def _write_failed(self, exc: BaseException) -> None:
         self._writes_paused_until = time.monotonic() + WRITE_PAUSE_S
@@ -395,151 +548,135 @@ class BlockStore:
                   "%s: reading uncached from the store (writes retried every %ds)",
                   why, int(WRITE_PAUSE_S))
 
+    # Recency.
+
     def touch(self, keys: Iterable[BlockKey]) -> None:
-        """Count `keys` as just used, so this process evicts them last."""
+        """Mark `keys` as just used (in the index at once), so they are evicted last."""
+        used = now_ms()
+        keys = list(keys)
         with self._lock:
             for key in keys:
                 self.policy.accessed(key)
+        with self._index.write() as tx:
+            tx.touch([(name_of(key), used) for key in keys])
+
+    def flush_recency(self) -> None:
+        """Write the hits noted since the last flush to the index (one transaction)."""
+        if self._pending:
+            with self._index.write() as tx:
+                self._flush_into(tx)
+
+    def _flush_into(self, tx: Transaction) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            self._flushed_at = time.monotonic()
+        if pending:
+            tx.touch(pending.items())
+
+    # Removal.
 
     def discard(self, key: BlockKey) -> bool:
-        """Remove one block; return True if it was stored."""
-        self._paths.forget(key)
-        return self._delete(key, _db_key(key))
+        """Remove one block (its file, then its row); return True if it was stored."""
+        return self._remove(key, name_of(key))
 
-    def _delete(self, policy_key: Hashable, db_key: Hashable) -> bool:
+    def _remove(self, key: BlockKey, name: str) -> bool:
         with self._lock:
-            self.policy.removed(policy_key)
+            self.policy.removed(key)
+            self._pending.pop(name, None)
         try:
-            return self._cache.delete(db_key)
-        except _STORE_ERRORS:
-            return False
-
-    # Eviction and pins.
-
-    def pin(self, key: BlockKey) -> None:
-        """Keep `key` from eviction until as many unpin calls (a read in flight needs it)."""
-        with self._lock:
-            self._pins[key] = self._pins.get(key, 0) + 1
-
-    def unpin(self, key: BlockKey) -> None:
-        with self._lock:
-            count = self._pins.pop(key, 0) - 1
-            if count > 0:
-                self._pins[key] = count
-
-    @contextlib.contextmanager
-    def pinned(self, key: BlockKey) -> Iterator[None]:
-        self.pin(key)
+            removed = _unlink_block(self._path(name))
+        except OSError as exc:
+            log.debug("cannot remove a block file: %s", exc)
+            removed = False
         try:
-            yield
-        finally:
-            self.unpin(key)
+            with self._index.write() as tx:
+                removed = tx.delete(name) or removed
+        except sqlite3.Error as exc:
+            log.debug("cannot delete the index row of a removed block: %s", exc)
+        return removed
+
+    # Sizes.
 
     def stored_bytes(self) -> int:
-        """Bytes of every block in the directory, whichever process stored them."""
-        return int(self._cache.reset("size"))
+        """Disk the blocks take (every process's, writes in progress included)."""
+        return self._index.totals()[0]
 
     def block_count(self) -> int:
-        return int(self._cache.reset("count"))
+        return self._index.totals()[1]
 
-    def _evict(self, target_bytes: int) -> None:
-        """Evict blocks (coldest first, never pinned ones) until at most `target_bytes` remain.
-
-        Runs in one thread at a time; if all that is left is pinned, the store stays
-        over its size until those reads finish.
-        """
-        if self.stored_bytes() <= target_bytes:
-            return
-        with self._evicting:
-            total = self.stored_bytes()
-            rescanned = False
-            if not self._seeded:
-                self._discover()
-                self._seeded = rescanned = True
-            while total > target_bytes:
-                with self._lock:
-                    victim = self.policy.victim(self._pins.__contains__)
-                if victim is None:
-                    if rescanned:
-                        log.debug("cache over its size: every remaining block is pinned")
-                        return
-                    self._discover()  # blocks other processes stored
-                    rescanned = True
-                    total = self.stored_bytes()
-                    continue
-                if isinstance(victim, BlockKey):
-                    removed, freed = self.discard(victim), victim.stored_bytes()
-                else:  # a _ForeignEntry: its size is in its row only
-                    assert isinstance(victim, _ForeignEntry)
-                    removed, freed = self._delete(victim, victim.db_key), None
-                if removed:
-                    with self._lock:
-                        self.counters.evicted += 1
-                if removed and freed is not None:
-                    total -= freed
-                else:  # gone already (another process evicted it), or unknown: recount
-                    total = self.stored_bytes()
-
-    def _discover(self) -> None:
-        entries = list(self._entries())  # in store order: oldest first
-        with self._lock:
-            self.policy.discovered(entries)
-
-    def _entries(self) -> Iterator[BlockKey | _ForeignEntry]:
-        """Yield every row's key, oldest stored first: a BlockKey, else a _ForeignEntry."""
-        for db_key in self._cache:
-            key = _block_key(db_key)
-            yield _ForeignEntry(db_key) if key is None else key
+    def disk_bytes(self) -> int:
+        """Disk the whole store takes, as counted against the cap: blocks, index, directories."""
+        return self.stored_bytes() + self.overhead_bytes()
 
     # Whole-store operations (the cache commands).
 
     def stored_keys(self) -> Iterator[BlockKey]:
-        """Yield every block key, oldest stored first (other entries are skipped)."""
-        for key in self._entries():
-            if isinstance(key, BlockKey):
-                yield key
+        """Yield every block's key (in no particular order); invalid rows are dropped."""
+        for row in self._index.scan():
+            yield row.key
 
     def usage(self) -> list[SourceUsage]:
-        """Return blocks and bytes per source, largest first (reads every key)."""
+        """Return blocks and bytes per source, largest first (reads every row)."""
         blocks: dict[str, int] = {}
         stored: dict[str, int] = {}
-        for key in self.stored_keys():
-            blocks[key.source] = blocks.get(key.source, 0) + 1
-            stored[key.source] = stored.get(key.source, 0) + key.stored_bytes()
-        return sorted(
-            (SourceUsage(s, blocks[s], stored[s]) for s in blocks),
-            key=lambda u: -u.stored_bytes,
-        )
+        for row in self._index.scan():
+            source = row.key.source
+            blocks[source] = blocks.get(source, 0) + 1
+            stored[source] = stored.get(source, 0) + row.size
+        return sorted((SourceUsage(s, blocks[s], stored[s]) for s in blocks),
+                      key=lambda u: -u.stored_bytes)
 
     def clear(self, source: str | None = None) -> int:
-        """Remove every block (of `source` only, if given; else rows of other key versions
-        too); return how many were removed."""
+        """Remove every block (of `source` only, if given; else also files without a row);
+        return how many were removed."""
         removed = 0
-        for entry in list(self._entries()):
-            if isinstance(entry, BlockKey):
-                if source in (None, entry.source):
-                    removed += self.discard(entry)
-            elif source is None:
-                removed += self._delete(entry, entry.db_key)
+        batch: list[Row] = []
+        for row in self._index.scan():
+            if source in (None, row.key.source):
+                batch.append(row)
+            if len(batch) >= 256:
+                removed += self._remove_rows(batch)
+                batch = []
+        removed += self._remove_rows(batch)
+        if source is None:
+            removed += remove_block_files(self.blocks_dir)
         return removed
 
-    def verify(self, progress: Callable[[BlockKey, bool], None] | None = None) -> tuple[int, int]:
-        """Re-check every block's checksums and drop the bad ones; return (checked, dropped).
+    def _remove_rows(self, rows: list[Row]) -> int:
+        if not rows:
+            return 0
+        with self._index.write() as tx:
+            for row in rows:
+                _unlink_block(self._path(row.name))
+                tx.delete(row.name)
+        with self._lock:
+            for row in rows:
+                self.policy.removed(row.key)
+        return len(rows)
 
-        Reads every block whole; a block that vanishes meanwhile is not counted.
-        """
+    def verify(self, progress: Callable[[BlockKey, bool], None] | None = None) -> tuple[int, int]:
+        """Reconcile, then re-check every block's file whole and drop the bad ones; return
+        (checked, dropped). Only paths derived from valid rows are opened or removed."""
+        self.reconcile()
         checked = dropped = 0
-        for key in list(self.stored_keys()):
+        for row in self._index.scan():
+            key = row.key
             try:
-                if self._read_file(key, 0, key.length) is None:
-                    continue
+                fd = open_block(self._path(row.name), key.length, self._uid)
+                try:
+                    verify_read(fd, key, 0, key.length)
+                finally:
+                    os.close(fd)
                 good = True
+            except FileNotFoundError:  # a row without a file: nothing to check
+                self._remove(key, row.name)
+                continue
             except CorruptBlock:
                 good = False
             except OSError:
                 continue
             if not good:
-                self.discard(key)
+                self._remove(key, row.name)
                 with self._lock:
                     self.counters.corrupt += 1
             checked += 1
@@ -548,22 +685,145 @@ class BlockStore:
                 progress(key, good)
         return checked, dropped
 
+    # Crash recovery.
+
+    def _reconcile_in_background(self) -> None:
+        try:
+            report = self.reconcile()
+            log.info("cache reconciled after an unclean close: %d rows, %d files, %d "
+                     "temporary files removed", report.rows, report.files, report.temporary)
+        except _STORE_ERRORS as exc:
+            log.warning("cannot reconcile the block cache after an unclean close: %s", exc)
+
+    def reconcile(self, grace_s: float = RECONCILE_GRACE_S) -> ReconcileReport:
+        """Fix what crashed writers leave: rows without a file, files without a row,
+        temporary files (only those older than `grace_s`); recount the totals.
+
+        One directory at a time (a scan and a short transaction each); stops early
+        when the store closes. Deregisters the dead writers once done.
+        """
+        dead = self._index.dead_writers(writer_alive)
+        report = ReconcileReport()
+        row_cutoff_ms = now_ms() - int(grace_s * 1000)
+        file_cutoff_s = time.time() - grace_s
+        for i, prefix in enumerate(DIR_NAMES):
+            if self._stop.is_set():
+                return report
+            directory = self.blocks_dir / prefix
+            files, temporary = _block_files(directory, prefix)
+            high = DIR_NAMES[i + 1] if i + 1 < len(DIR_NAMES) else NAMES_END
+            rows = {row.name: row for row in self._index.scan(prefix, high)}
+            stale = [row for name, row in rows.items()
+                     if name not in files and row.used < row_cutoff_ms]
+            if stale:
+                with self._index.write() as tx:
+                    for row in stale:
+                        if not os.path.lexists(self._path(row.name)):
+                            report.rows += tx.delete(row.name)
+            for name, mtime in files.items():
+                if name not in rows and mtime < file_cutoff_s:
+                    report.files += _unlink_if_older(directory / f"{name}{SUFFIX}",
+                                                     file_cutoff_s)
+            for name, mtime in temporary:
+                if mtime < file_cutoff_s:
+                    report.temporary += _unlink_if_older(directory / name, file_cutoff_s)
+        report.rows += self._index.delete_outside(DIR_NAMES[0], NAMES_END)
+        with self._index.write() as tx:
+            tx.recount()
+        self._index.remove_writers(dead)
+        self.unclean = False
+        return report
+
+
+def _unlink_block(path: str) -> bool:
+    """Remove what is at a block's path (never following a link; an empty directory planted
+    there too); return True if something was. Raises OSError for other failures."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except IsADirectoryError:
+        with contextlib.suppress(OSError):  # not empty: it stays, and reads miss
+            os.rmdir(path)
+    return True
+
+
+def _block_files(directory: Path, prefix: str) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """Return the block files in `directory` (name -> mtime; a name of another prefix
+    counts as a file without a row) and its temporary files [(file name, mtime)]."""
+    files: dict[str, float] = {}
+    temporary: list[tuple[str, float]] = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            stem = entry.name[: -len(SUFFIX)]
+            if entry.name.startswith(TMP_PREFIX):
+                temporary.append((entry.name, info.st_mtime))
+            elif entry.name.endswith(SUFFIX) and NAME_PATTERN.fullmatch(stem):
+                files[stem if stem.startswith(prefix) else f"misplaced:{stem}"] = info.st_mtime
+    return files, temporary
+
+
+def _unlink_if_older(path: Path, cutoff_s: float) -> int:
+    """Unlink `path` (never following a link) if it was not modified since `cutoff_s`."""
+    try:
+        if os.lstat(path).st_mtime >= cutoff_s:
+            return 0
+        os.unlink(path)
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
+def remove_block_files(blocks_dir: Path) -> int:
+    """Remove every block file and temporary file in `blocks_dir`'s 256 directories (only
+    names of those shapes; the directories stay); return how many block files."""
+    removed = 0
+    for prefix in DIR_NAMES:
+        directory = blocks_dir / prefix
+        files, temporary = _block_files(directory, prefix)
+        for name in files:
+            stem = name.removeprefix("misplaced:")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / f"{stem}{SUFFIX}")
+                removed += 1
+        for name, _mtime in temporary:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / name)
+    return removed
+
 
 def open_store(directory: Path, max_size_bytes: int) -> BlockStore | None:
-    """Open (creating it if needed) the block store in `directory`.
+    """Open (creating it if needed) the block store in `directory` for a mount or `warm`.
 
     Returns None, after one warning, if the disk is full: reads then go uncached.
-    Raises ConfigError for any other reason it cannot be used. Blocks (disk, SQLite).
+    Raises ConfigError for any other reason it cannot be used (a directory that is not
+    private to the user included). Blocks (disk, SQLite).
     """
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         return BlockStore(directory, max_size_bytes)
     except _STORE_ERRORS as exc:
         if is_disk_full(exc):
             log.warning("the cache disk is full (%s): reading uncached from the store", directory)
             return None
-        raise ConfigError(
-            f"cannot use cache directory {directory}: {exc} "
-            "(choose another with --cache-dir, or mount with --cache-mode off)"
-        ) from None
+        fix = FIX
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            fix = f"`objmount cache clear --cache-dir {directory}` removes it, or {FIX}"
+        raise ConfigError(f"cannot use cache directory {directory}: {exc} ({fix})") from None
+
+
+def remove_store_files(directory: Path) -> int:
+    """Remove a store's files without opening its index (a damaged one): the index files,
+    every block and temporary file. Return how many block files."""
+    directory = check_cache_dir(directory)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            os.unlink(directory / (FILE_NAME + suffix))
+    blocks_dir = directory / BLOCKS_DIR
+    private_subdirs(directory, [BLOCKS_DIR], "cache directory", FIX)
+    private_subdirs(blocks_dir, DIR_NAMES, "cache directory", FIX)
+    return remove_block_files(blocks_dir)
 

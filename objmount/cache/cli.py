@@ -58,14 +58,16 @@ CacheModeOpt = Annotated[
 ]
 CacheDirOpt = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Where cached blocks live; mounts and `warm` may share "
-                 "one. Default: $XDG_CACHE_HOME/objmount, else ~/.cache/objmount.",
+    typer.Option("--cache-dir", help="Where cached blocks live, private to you (made 0700; "
+                 "refused if another user owns it or may write it); your mounts and `warm` may "
+                 "share one. Default: $XDG_CACHE_HOME/objmount, else ~/.cache/objmount.",
                  show_default=False),
 ]
 CacheMaxSizeOpt = Annotated[
     str,
-    typer.Option("--cache-max-size", help="Disk space for cached blocks; least recently used "
-                 "blocks are evicted beyond it (e.g. 512M, 10G)."),
+    typer.Option("--cache-max-size", help="Disk space for the cache, its index included "
+                 "(~1.7M when empty); least recently used blocks are evicted beyond it (e.g. "
+                 "512M, 10G)."),
 ]
 CacheMemOpt = Annotated[
     str,
@@ -224,13 +226,16 @@ def clear_command(
     config: ConfigOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Remove cached blocks (all, or one container's)."""
+    """Remove cached blocks (all, or one container's); clearing all also removes an older
+    objmount's cache layout."""
     directory = (cache_dir or default_cache_dir()).absolute()
     source = None
     if target is not None:
         source = source_for(parse_target(target, load_remotes(config)))
-    count = tools.clear(directory, source)
-    typer.echo(f"removed {count} blocks from {directory}", err=True)
+    cleared = tools.clear(directory, source)
+    old = (f" and the older cache layout ({cleared.old_layout_files} files)"
+           if cleared.old_layout_files else "")
+    typer.echo(f"removed {cleared.blocks} blocks{old} from {directory}", err=True)
 
 
 @cache_app.command("verify")

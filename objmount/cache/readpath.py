@@ -11,13 +11,16 @@ Invariants:
 - a block is keyed by the ETag the file had at open (BlockKey): bytes of two
   versions are never mixed, and a changed object never reads old bytes;
 - every blocking call (GETs through the mount's Runner, disk and SQLite through
-  a Runner of their own) runs in a worker thread, never on the trio thread;
+  a Runner of their own) runs in a worker thread, never on the trio thread; a
+  disk hit reads the block's file with no SQLite (BlockStore), and the store's
+  record of hits reaches its index in batches, every RECENCY_FLUSH_S;
 - a block fetched from the store is written to disk in the background, shielded
   from cancellation: a clean unmount finishes its writes, SIGKILL loses only them;
 - `stats.gets` counts real GETs to the store.
 """
 
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -26,7 +29,13 @@ import trio
 from objmount import log as logs
 from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner
-from objmount.cache.blocks import BlockKey, BlockStore, block_key, open_store
+from objmount.cache.blocks import (
+    RECENCY_FLUSH_S,
+    BlockKey,
+    BlockStore,
+    block_key,
+    open_store,
+)
 from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.memory import HotTier, MemoryBudget
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
@@ -114,14 +123,32 @@ class CachedReadPath:
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Host read-ahead and cache writes until cancelled; then finish the writes."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
+        """Host read-ahead and cache writes until cancelled; then finish the writes and
+        close the store (its hits are flushed, its writer entry removed)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.store is not None:
+                    nursery.start_soon(self._flush_recency, self.store)
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._nursery = None
+        finally:
+            if self.store is not None:
+                with trio.CancelScope(shield=True):
+                    await self.disk_runner.call_once(self.store.close)
+
+    async def _flush_recency(self, store: BlockStore) -> None:
+        """Write the store's hits to its index every RECENCY_FLUSH_S (in a disk thread),
+        so other processes evict by an order that knows them."""
+        while True:
+            await trio.sleep(RECENCY_FLUSH_S)
             try:
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
+                await self.disk_runner.call_once(store.flush_recency)
+            except (OSError, sqlite3.Error) as exc:  # the next flush (or write) retries
+                log.debug("cannot write cache hits to the index: %s", exc)
 
     async def open(self, obj: ObjectInfo) -> "CachedHandle":
         self.dir_ahead.opened(obj)
@@ -171,8 +198,7 @@ class CachedReadPath:
             return memoryview(data)[start:end]
         flight = self._flights.get(key)
         if flight is None and self.store is not None:
-            with self.store.pinned(key):
-                data = await self.disk_runner.call_once(self.store.read_range, key, start, end)
+            data = await self.disk_runner.call_once(self.store.read_range, key, start, end)
             if data is not None:
                 self._hit(memory=False)
                 return data
@@ -214,8 +240,7 @@ class CachedReadPath:
         data = None
         try:
             if check_disk and store is not None:
-                with store.pinned(key):
-                    data = await self.disk_runner.call_once(store.read_block, key)
+                data = await self.disk_runner.call_once(store.read_block, key)
                 if data is not None:
                     self._hit(memory=False)
             fetched = data is None

@@ -5,11 +5,19 @@ rates of running mounts come from the root xattr `user.objmount.stats` of every
 fuse.objmount mount in /proc/self/mountinfo, and what `warm PATH` needs of the
 mount PATH is in from its root xattr `user.objmount.mount`; both are read in a
 thread with a deadline, so a hung mount cannot hang a command.
+
+Invariants:
+- a cache directory is used only if it is private to the user (private.py); the
+  commands open the v3 index only (never an old layout's cache.db), remove only
+  paths derived from validated rows or names of the layouts' exact shapes;
+- `warm PATH` trusts the root xattr only of a mount the caller or root made (its
+  mountinfo `user_id=`): another user's mount could name any cache directory.
 """
 
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -17,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-import diskcache.core
-
-from objmount.cache.blocks import BlockStore
+from objmount.cache import legacy
+from objmount.cache.blocks import BLOCKS_DIR, BlockStore, check_cache_dir, remove_store_files
+from objmount.cache.index import FILE_NAME
 from objmount.errors import ObjmountError
 from objmount.mountpoint import unescape_mount_field
 
@@ -45,11 +53,23 @@ def human_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def open_existing_store(cache_dir: Path) -> BlockStore | None:
-    """Open the store in `cache_dir` for inspection; None if there is no cache there."""
-    if not (cache_dir / diskcache.core.DBNAME).exists():
+def checked_cache_dir(cache_dir: Path) -> Path | None:
+    """Return `cache_dir` if it exists and is private to the user; None if it does not
+    exist. Raises ConfigError (one line, with the fix) if it is not private."""
+    if not os.path.lexists(cache_dir):
         return None
-    return BlockStore(cache_dir, max_size_bytes=1 << 62)
+    return check_cache_dir(cache_dir)
+
+
+def open_existing_store(cache_dir: Path) -> BlockStore | None:
+    """Open the store in `cache_dir` for inspection; None if there is no v3 store there.
+
+    Raises ConfigError if the directory is not private to the user.
+    """
+    directory = checked_cache_dir(cache_dir)
+    if directory is None or not os.path.lexists(directory / FILE_NAME):
+        return None
+    return BlockStore(directory, max_size_bytes=1 << 62, writer=False)
 
 
 @dataclass(frozen=True)
@@ -58,13 +78,26 @@ class MountStats:
     stats: dict[str, int] | None  # None: the mount did not answer in time
 
 
-def objmount_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
-    """Return the mountpoints of every objmount mount (fstype fuse.objmount)."""
+@dataclass(frozen=True)
+class ObjmountMount:
+    """An objmount mount as /proc/self/mountinfo lists it."""
+
+    mountpoint: str
+    user_id: int | None  # the `user_id=` super option: who mounted it (None: not given)
+
+
+def objmount_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[ObjmountMount]:
+    """Return every objmount mount (fstype fuse.objmount), with who mounted it."""
     found = []
     for line in mountinfo.read_text(encoding="utf-8").splitlines():
         fields, _, rest = line.partition(" - ")
-        if rest.split(" ", 1)[0] == "fuse.objmount":
-            found.append(unescape_mount_field(fields.split()[4]))
+        fstype, *others = rest.split(" ")
+        if fstype != "fuse.objmount":
+            continue
+        options = others[1].split(",") if len(others) > 1 else []
+        user_ids = [o.removeprefix("user_id=") for o in options if o.startswith("user_id=")]
+        user_id = int(user_ids[0]) if len(user_ids) == 1 and user_ids[0].isdigit() else None
+        found.append(ObjmountMount(unescape_mount_field(fields.split()[4]), user_id))
     return found
 
 
@@ -108,12 +141,19 @@ def mount_containing(
     the mount does not answer within XATTR_TIMEOUT_S.
     """
     resolved = path.absolute()
-    mountpoints = [Path(m) for m in objmount_mounts(mountinfo)]
-    inside = [m for m in mountpoints if resolved == m or m in resolved.parents]
+    mounts = {Path(m.mountpoint): m for m in objmount_mounts(mountinfo)}
+    inside = [m for m in mounts if resolved == m or m in resolved.parents]
     if not inside:
         raise ObjmountError(f"{path} is neither REMOTE:CONTAINER[/PREFIX] nor a path inside "
                             "an objmount mount")
     mountpoint = max(inside, key=lambda m: len(m.parts))
+    owner, euid = mounts[mountpoint].user_id, os.geteuid()
+    if owner not in (euid, 0):
+        raise ObjmountError(
+            f"the objmount mount on {mountpoint} was mounted by "
+            f"{'an unknown user' if owner is None else f'uid {owner}'}: `warm` trusts only "
+            f"your own mounts (uid {euid}) and root's (warm REMOTE:CONTAINER[/PREFIX] "
+            "--cache-dir DIR instead)")
     info = root_xattr(str(mountpoint), MOUNT_XATTR)
     if info is None:
         raise ObjmountError(f"the objmount mount on {mountpoint} did not say where it caches "
@@ -139,7 +179,8 @@ def hit_rate(stats: dict[str, int]) -> str:
 
 
 def stats_report(cache_dir: Path) -> str:
-    """Return what `objmount cache stats` prints."""
+    """Return what `objmount cache stats` prints. Raises ConfigError for a cache
+    directory that is not private to the user."""
     lines = [f"cache directory: {cache_dir}"]
     store = open_existing_store(cache_dir)
     if store is None:
@@ -147,13 +188,20 @@ def stats_report(cache_dir: Path) -> str:
     else:
         try:
             usage = store.usage()
-            lines.append(f"  {store.block_count()} blocks, {human_bytes(store.stored_bytes())}")
+            lines.append(f"  {store.block_count()} blocks, {human_bytes(store.stored_bytes())}; "
+                         f"{human_bytes(store.disk_bytes())} with the index and directories "
+                         "(what --cache-max-size counts)")
             for entry in usage:
                 lines.append(f"  {entry.source}: {entry.blocks} blocks, "
                              f"{human_bytes(entry.stored_bytes)}")
         finally:
             store.close()
-    mounts = [mount_stats(m) for m in objmount_mounts()]
+    old = legacy.find(cache_dir) if checked_cache_dir(cache_dir) is not None else None
+    if old is not None:
+        lines.append(f"  an older objmount's cache layout: {'' if old.complete else 'at least '}"
+                     f"{old.files} files, {human_bytes(old.bytes)}; ignored, not counted in "
+                     "--cache-max-size (`objmount cache clear` removes it)")
+    mounts = [mount_stats(m.mountpoint) for m in objmount_mounts()]
     if mounts:
         lines.append("running mounts:")
     for mount in mounts:
@@ -167,19 +215,44 @@ def stats_report(cache_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def clear(cache_dir: Path, source: str | None) -> int:
-    """Remove every block (of `source` only, if given); return how many."""
-    store = open_existing_store(cache_dir)
-    if store is None:
-        return 0
+@dataclass(frozen=True)
+class Cleared:
+    """What `objmount cache clear` removed."""
+
+    blocks: int
+    old_layout_files: int
+
+
+def clear(cache_dir: Path, source: str | None) -> Cleared:
+    """Remove every block (of `source` only, if given; else an old layout's files too).
+
+    A damaged index is removed with every block file when clearing everything.
+    Raises ConfigError for a directory that is not private, ObjmountError when asked to
+    clear one source of a damaged index.
+    """
+    directory = checked_cache_dir(cache_dir)
+    if directory is None:
+        return Cleared(0, 0)
+    old_files = legacy.remove(directory) if source is None else 0
     try:
-        return store.clear(source)
+        store = open_existing_store(directory)
+    except sqlite3.DatabaseError as exc:
+        if source is not None:
+            raise ObjmountError(f"the cache index in {directory} is damaged ({exc}): "
+                                "`objmount cache clear` (everything) removes it") from None
+        return Cleared(remove_store_files(directory), old_files)
+    if store is None:  # block files without an index (it was removed): all go
+        orphans = source is None and os.path.lexists(directory / BLOCKS_DIR)
+        return Cleared(remove_store_files(directory) if orphans else 0, old_files)
+    try:
+        return Cleared(store.clear(source), old_files)
     finally:
         store.close()
 
 
 def verify(cache_dir: Path, out: TextIO = sys.stderr) -> tuple[int, int]:
-    """Re-check every block; drop the corrupt ones; return (checked, dropped)."""
+    """Reconcile the store, re-check every block, drop the corrupt ones; return
+    (checked, dropped). Raises ConfigError for a directory that is not private."""
     store = open_existing_store(cache_dir)
     if store is None:
         return 0, 0

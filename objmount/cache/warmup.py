@@ -2,7 +2,8 @@
 
 The blocks are the ones a mount with the same --block-size will look up (same
 source, key, ETag and range), written through the same BlockStore, so a warm-up
-may run while a mount of the same cache directory serves reads (SQLite arbitrates).
+may run while a mount of the same cache directory serves reads (the store's
+index arbitrates, and its cap counts both).
 
 Invariants:
 - never evicts what it fetched: the subtree is cut at `max_bytes` (by default
@@ -23,6 +24,7 @@ import trio
 
 from objmount.backends.base import Backend, BackendError, ObjectInfo, list_all
 from objmount.backends.runner import Runner
+from objmount.cache.blockfile import stored_bytes
 from objmount.cache.blocks import BlockKey, BlockStore, block_key
 from objmount.readpath import fetch_exact
 
@@ -95,7 +97,7 @@ async def warm(
     planned_bytes = 0
     for obj in objects:
         keys = block_keys(source, obj, block_size)
-        size = sum(key.stored_bytes() for key in keys)
+        size = sum(stored_bytes(key.length) for key in keys)
         if planned_bytes + size > max_bytes:
             progress.skipped_objects += 1
             progress.skipped_bytes += obj.size

@@ -1,11 +1,12 @@
 """Mount objmount for real, in a subprocess, and always unmount afterwards."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,18 +31,20 @@ def force_unmount(mountpoint: Path) -> None:
 
 
 @contextmanager
-def mounted(spec: str, mountpoint: Path, config: Path, *args: str) -> Iterator["MountProcess"]:
+def mounted(spec: str, mountpoint: Path, config: Path, *args: str,
+            wrapper: Sequence[str] = ()) -> Iterator["MountProcess"]:
     """Mount `spec` in the foreground in a subprocess; unmount and reap it however we leave.
 
     Unless `args` name one, the mount gets a --cache-dir of its own beside the
-    mountpoint (never the user's ~/.cache).
+    mountpoint (never the user's ~/.cache). `wrapper` is a command that execs the
+    mount (setpriv, a shell setting the umask...).
     """
     mountpoint.mkdir(parents=True, exist_ok=True)
     log_file = mountpoint.with_name(mountpoint.name + ".log")
     if not any(arg == "--cache-dir" or arg.startswith("--cache-dir=") for arg in args):
         args = (*args, "--cache-dir", str(mountpoint.with_name(mountpoint.name + ".cache")))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "objmount", "mount", spec, str(mountpoint), "--config",
+        [*wrapper, sys.executable, "-m", "objmount", "mount", spec, str(mountpoint), "--config",
          str(config), "-v", "--log-file", str(log_file), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
@@ -86,3 +89,14 @@ class MountProcess:
         force_unmount(self.path)
         self.proc.communicate()
         return self.proc.returncode
+
+
+def mount_stats(mount: MountProcess) -> dict[str, int]:
+    """The mount's counters (its root xattr user.objmount.stats)."""
+    return json.loads(os.getxattr(mount.path, "user.objmount.stats"))
+
+
+def read_everything(mount: MountProcess, objects: dict[str, bytes]) -> None:
+    """Read every object whole through the mount; each must be byte-exact."""
+    for key, content in objects.items():
+        assert (mount.path / key).read_bytes() == content, key

@@ -1,7 +1,6 @@
 """The block cache through real mounts, on every backend: GETs are counted by the mount
 itself (the `gets` counter of the root xattr user.objmount.stats)."""
 
-import json
 import os
 import random
 import subprocess
@@ -10,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.crafted_cache import du_bytes
 from tests.integration.conftest import data
-from tests.integration.mounting import MountProcess, mounted, objmount
+from tests.integration.mounting import mount_stats as stats
+from tests.integration.mounting import mounted, objmount, read_everything
 from tests.integration.stores import TestStore, put_many
 from tests.servers.net import wait_until
 
@@ -34,17 +35,8 @@ def cache_data(store: TestStore) -> dict[str, bytes]:
     return objects
 
 
-def stats(mount: MountProcess) -> dict[str, int]:
-    return json.loads(os.getxattr(mount.path, "user.objmount.stats"))
-
-
-def read_everything(mount: MountProcess, objects: dict[str, bytes]) -> None:
-    for key, content in objects.items():
-        assert (mount.path / key).read_bytes() == content, key
-
-
 def cached_block_bytes(cache_dir: Path) -> int:
-    return sum(path.stat().st_size for path in cache_dir.rglob("*.val"))
+    return sum(path.stat().st_size for path in cache_dir.rglob("*.blk"))
 
 
 def test_a_remount_with_the_same_cache_reads_with_zero_gets(
@@ -107,13 +99,16 @@ def test_directory_read_ahead_zero_fetches_only_what_is_opened(
 def test_eviction_keeps_the_cache_under_its_max_size(
     cache_data: dict[str, bytes], config: Path, tmp_path: Path
 ) -> None:
+    """--cache-max-size covers everything in the cache directory, the index included, as
+    du counts it."""
     cache_dir = tmp_path / "cache"
-    args = ("--cache-dir", str(cache_dir), "--cache-max-size", "3M", *BLOCK_ARGS)
+    args = ("--cache-dir", str(cache_dir), "--cache-max-size", "4M", *BLOCK_ARGS)
     with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
-        read_everything(mount, cache_data)  # 13.5 MiB through a 3 MiB cache
+        read_everything(mount, cache_data)  # 13.5 MiB through a 4 MiB cache
         read_everything(mount, {key: cache_data[key] for key in SHARD})
         assert stats(mount)["blocks_stored"] > 3
-    assert 0 < cached_block_bytes(cache_dir) <= 3 * MiB
+    assert cached_block_bytes(cache_dir) > 0
+    assert du_bytes(cache_dir) <= 4 * MiB
 
 
 def test_a_changed_object_reads_its_new_bytes(
@@ -138,7 +133,7 @@ def test_a_corrupt_block_file_is_refetched(
     shard = {key: cache_data[key] for key in SHARD}
     with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
         read_everything(mount, shard)
-    block_files = sorted(cache_dir.rglob("*.val"))
+    block_files = sorted(cache_dir.rglob("*.blk"))
     assert len(block_files) == 13
     for path in block_files[:4]:
         raw = bytearray(path.read_bytes())
@@ -261,7 +256,7 @@ def test_cache_clear_and_verify(
     warmed = objmount("warm", f"remote:{CONTAINER}/images", "--config", str(config),
                       "--cache-dir", str(cache_dir))
     assert warmed.returncode == 0, warmed.stderr
-    victim = sorted(cache_dir.rglob("*.val"))[0]
+    victim = sorted(cache_dir.rglob("*.blk"))[0]
     victim.write_bytes(b"garbage")
     verify = objmount("cache", "verify", "--cache-dir", str(cache_dir))
     assert verify.returncode == 0, verify.stderr

@@ -12,7 +12,7 @@ import trio
 
 from objmount.backends.base import ETagMismatch, ObjectInfo
 from objmount.backends.runner import Runner
-from objmount.cache import blockfile, blocks
+from objmount.cache import blocks
 from objmount.cache.blocks import BlockStore
 from objmount.cache.readpath import CachedReadPath
 from objmount.cache.settings import CacheOptions
@@ -189,7 +189,7 @@ async def test_a_corrupt_block_on_disk_is_refetched(tmp_path: Path) -> None:
     info = backend.info("small.jpg")
     async with cached_path(backend, tmp_path) as path:
         assert await read_all(path, info) == OBJECTS["small.jpg"]
-    (block_file,) = tmp_path.rglob("*.val")
+    (block_file,) = tmp_path.rglob("*.blk")
     raw = bytearray(block_file.read_bytes())
     raw[5000] ^= 0x01
     block_file.write_bytes(bytes(raw))
@@ -213,7 +213,7 @@ async def test_a_full_cache_disk_degrades_to_uncached_reads_with_one_warning(
     def disk_full(*_args: object, **_kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(blockfile.BlockDisk, "store", disk_full)
+    monkeypatch.setattr(blocks, "write_block", disk_full)
     with caplog.at_level(logging.WARNING):
         async with cached_path(backend, tmp_path) as path:
             for name in ("big.bin", "small.jpg", "big.bin"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from objmount.errors import ConfigError
-from objmount.private import open_private_file, private_dir
+from objmount.private import open_private_file, private_dir, private_file_in, private_subdirs
 
 NOBODY = 65534
 
@@ -102,3 +102,42 @@ def test_a_file_of_another_user_is_refused(tmp_path: Path) -> None:
     os.chown(tmp_path / "objmount.log", NOBODY, NOBODY)
     with pytest.raises(ConfigError, match="belongs to uid 65534"):
         open_private_file(tmp_path / "objmount.log", "--log-file")
+
+
+def test_subdirectories_are_created_0700_and_a_symlink_among_them_is_refused(
+    tmp_path: Path,
+) -> None:
+    root = private_dir(tmp_path / "cache", "cache directory")
+    private_subdirs(root, ["a", "b"], "cache directory")
+    assert mode(root / "a") == mode(root / "b") == 0o700
+    os.symlink(tmp_path, root / "c")
+    with pytest.raises(ConfigError, match="c is not a directory"):
+        private_subdirs(root, ["c"], "cache directory")
+
+
+@pytest.mark.parametrize("plant", ["symlink", "another user's", "directory"])
+def test_a_file_checked_in_place_is_never_opened_and_must_be_a_regular_file_of_yours(
+    tmp_path: Path, plant: str
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    if plant == "symlink":
+        os.symlink(victim, tmp_path / "index.db")
+    elif plant == "directory":
+        (tmp_path / "index.db").mkdir()
+    else:
+        (tmp_path / "index.db").write_text("")
+        os.chown(tmp_path / "index.db", NOBODY, NOBODY)
+    with pytest.raises(ConfigError, match=r"cache index: .*index\.db"):
+        private_file_in(tmp_path, "index.db", "cache index", create=True)
+    assert victim.read_text() == "untouched"
+
+
+def test_a_file_checked_in_place_is_created_0600_or_narrowed(tmp_path: Path) -> None:
+    assert not private_file_in(tmp_path, "wal", "cache index")
+    assert not (tmp_path / "wal").exists()
+    assert private_file_in(tmp_path, "db", "cache index", create=True)
+    assert mode(tmp_path / "db") == 0o600
+    os.chmod(tmp_path / "db", 0o644)
+    assert private_file_in(tmp_path, "db", "cache index")
+    assert mode(tmp_path / "db") == 0o600
