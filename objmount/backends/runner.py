@@ -1,9 +1,10 @@
 """The only bridge from trio to blocking backend calls.
 
-Every SDK call runs in a worker thread via `trio.to_thread.run_sync`, under one
-CapacityLimiter shared by the whole mount, so a slow request never blocks the
-trio thread that serves FUSE. Transient failures are retried here, with
-exponential backoff and a bound, sleeping on trio (no thread held while waiting).
+Every SDK call runs in a worker thread (threads.run_sync: trio.to_thread.run_sync's
+job for a fraction of its CPU), under one CapacityLimiter shared by the whole
+mount, so a slow request never blocks the trio thread that serves FUSE.
+Transient failures are retried here, with exponential backoff and a bound,
+sleeping on trio (no thread held while waiting).
 """
 
 import logging
@@ -12,6 +13,7 @@ from typing import ParamSpec, TypeVar
 
 import trio
 
+from objmount.backends import threads
 from objmount.backends.base import BackendError
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ class Runner:
 
     async def call_once(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args)` in a worker thread, without retries (fail-fast checks)."""
-        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
+        return await threads.run_sync(lambda: fn(*args, **kwargs), self.limiter)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args)` in a worker thread; retry transient BackendErrors, then re-raise."""
