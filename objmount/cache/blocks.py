@@ -61,6 +61,7 @@ from objmount.cache.blockfile import (
     file_bytes,
     header,
     open_block,
+    read_verified,
     stored_bytes,
     verify_read,
     write_block,
@@ -87,8 +88,8 @@ from objmount.cache.keys import (
 from objmount.errors import ConfigError
 from objmount.private import private_dir, private_subdirs
 
-__all__ = ["KEY_VERSION", "BlockKey", "BlockStore", "EvictionPolicy", "LruPolicy", "block_key",
-           "open_store", "source_id"]
+__all__ = ["KEY_VERSION", "BlockKey", "BlockStore", "EvictionPolicy", "LruPolicy", "OpenBlock",
+           "block_key", "open_store", "source_id"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,15 @@ class LruPolicy:
 
     def victim(self, skip: Callable[[BlockKey], bool]) -> BlockKey | None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBlock:
+    """A block's file, open for reading (`fd`, the holder closes it), and its header as
+    read or written (what blockfile.read_verified needs to read it again)."""
+
+    fd: int
+    head: bytes
 
 
 @dataclass
@@ -298,22 +308,32 @@ class BlockStore:
 
     # Reads.
 
-    def read_range(self, key: BlockKey, start: int, end: int) -> bytes | None:
+    def read_range(self, key: BlockKey, start: int, end: int) -> bytes | bytearray | None:
         """Return bytes [start, end) of the block (offsets within it), or None on a miss.
 
         Only the chunks covering the range are read and verified; a bad file drops the
         whole block (a miss). No SQLite. Blocks on disk; never raises for I/O errors.
         """
+        return self.read_kept(key, start, end)[0]
+
+    def read_kept(self, key: BlockKey, start: int, end: int, opened: OpenBlock | None = None,
+                  keep_open: bool = False) -> tuple[bytes | bytearray | None, OpenBlock | None]:
+        """read_range through a file opened before (`opened`, still the caller's), or one it
+        opens; return the bytes (None on a miss) and, with `keep_open`, the file it opened
+        (the caller closes it; None if it opened none, or on a miss).
+
+        A file found corrupt is dropped (its derived path and row), also through `opened`.
+        """
         if not 0 <= start <= end <= key.length:
             raise ValueError(f"range [{start}, {end}) is outside block of {key.length} bytes")
         name, digest = name_and_digest(key)
         data = None
+        fd = None
         try:
-            fd = open_block(self._path(name), key.length, self._uid)
-            try:
-                data = verify_read(fd, key, start, end, digest=digest)
-            finally:
-                os.close(fd)
+            if opened is None:
+                fd = open_block(self._path(name), key.length, self._uid)
+            data, head = read_verified(fd if opened is None else opened.fd, key, start, end,
+                                       digest=digest, head=None if opened is None else opened.head)
         except FileNotFoundError:
             pass
         except CorruptBlock as exc:
@@ -324,9 +344,16 @@ class BlockStore:
         if data is None:
             with self._lock:
                 self.counters.misses += 1
-        else:
-            self.note_hit(key, name)
-        return data
+            if fd is not None:
+                os.close(fd)
+            return None, None
+        self.note_hit(key, name)
+        if fd is None:
+            return data, None
+        if keep_open:
+            return data, OpenBlock(fd, head)
+        os.close(fd)
+        return data, None
 
     def read_block(self, key: BlockKey) -> bytes | None:
         """Return the whole block, verified, or None on a miss."""
@@ -383,45 +410,53 @@ class BlockStore:
         are paused, or the write failed (logged once as a warning; writes then pause
         for WRITE_PAUSE_S). Never raises for I/O or SQLite errors.
         """
+        return self.put_kept(key, data, keep_open=False)[0]
+
+    def put_kept(self, key: BlockKey, data: bytes | memoryview, keep_open: bool = True
+                 ) -> tuple[bool, OpenBlock | None]:
+        """put, also returning (with `keep_open`) the file just written, open for reading
+        with its header (the caller closes it); None if this call wrote none."""
         if len(data) != key.length:
             raise ValueError(f"block of {key.length} bytes given {len(data)} bytes")
         size = stored_bytes(key.length)
         if size > self.max_size_bytes or time.monotonic() < self._writes_paused_until:
-            return False
+            return False, None
         name = name_of(key)
         with self._lock:
             if not self.policy.admit(key, size):
                 self.counters.not_admitted += 1
-                return False
+                return False, None
             if name in self._writing:  # another thread is writing it
-                return False
+                return False, None
             self._writing.add(name)
         try:
-            return self._put(key, name, size, data)
+            return self._put(key, name, size, data, keep_open)
         finally:
             with self._lock:
                 self._writing.discard(name)
 
-    def _put(self, key: BlockKey, name: str, size: int, data: bytes | memoryview) -> bool:
+    def _put(self, key: BlockKey, name: str, size: int, data: bytes | memoryview,
+             keep_open: bool) -> tuple[bool, OpenBlock | None]:
         try:
             owned = self._reserve(key, name, size)
         except Exception as exc:  # SQLite, the disk, or the policy: nothing was changed
             self._write_failed(exc)
-            return False
+            return False, None
         if owned is None:
-            return False
+            return False, None
         if not owned and self.contains(key):
-            return True  # stored by another thread or process meanwhile
+            return True, None  # stored by another thread or process meanwhile
         path = self._path(name)
+        head = header(key_digest(key), data)
         try:
-            write_block(os.path.dirname(path), os.path.basename(path),
-                        [header(key_digest(key), data), data])
+            fd = write_block(os.path.dirname(path), os.path.basename(path), [head, data],
+                             keep_open=keep_open)
         except Exception as exc:
             if owned:
                 with contextlib.suppress(*_STORE_ERRORS), self._index.write() as tx:
                     tx.delete(name)
             self._write_failed(exc)
-            return False
+            return False, None
         # Another process may have evicted the reservation meanwhile: the file would
         # then be counted nowhere.
         kept = True
@@ -430,11 +465,13 @@ class BlockStore:
         if not kept:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            return False
+            if fd is not None:
+                os.close(fd)
+            return False, None
         with self._lock:
             self.counters.writes += 1
             self.policy.inserted(key)
-        return True
+        return True, None if fd is None else OpenBlock(fd, head)
 
     def _reserve(self, key: BlockKey, name: str, size: int) -> bool | None:
         """Make room and insert the block's row, in one transaction; return True if the

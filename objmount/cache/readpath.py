@@ -1,21 +1,30 @@
 """CachedReadPath: the mount's read path through memory, local disk, then the store.
 
-A block is looked up in the hot tier (memory), then among fetches in flight,
-then on local disk (BlockStore), and only then fetched with one ranged GET of
-the whole block. Per open file, a Prefetcher turns reads into block lookups and
-reads ahead when reads are sequential.
+A block is looked up in the hot tier (memory), then among lookups in flight,
+then in the block files kept open (read on the trio thread while their pages
+are in memory: cache/openblocks.py), then on local disk (BlockStore, in a
+worker thread), and only then fetched with one ranged GET of the whole block.
+A file of one block is one lookup, started at open; a larger file's reads go
+through its Prefetcher, which reads ahead when they are sequential.
 
 Invariants:
 - single flight: concurrent lookups of one block (from any open file, read or
   read-ahead) share one disk read or one GET;
-- a block is keyed by the ETag the file had at open (BlockKey): bytes of two
+- a block is keyed by the version the file had at open (BlockKey): bytes of two
   versions are never mixed, and a changed object never reads old bytes;
 - every blocking call (GETs through the mount's Runner, disk and SQLite through
-  a Runner of their own) runs in a worker thread, never on the trio thread; a
-  disk hit reads the block's file with no SQLite (BlockStore), and the store's
-  record of hits reaches its index in batches, every RECENCY_FLUSH_S;
-- a block fetched from the store is written to disk in the background, shielded
-  from cancellation: a clean unmount finishes its writes, SIGKILL loses only them;
+  a Runner of their own) runs in a worker thread, with one exception: reads of
+  block files kept open, whose pages the kernel has in memory (openblocks.py:
+  preadv with RWF_NOWAIT, never a wait for the disk). A disk hit reads the
+  block's file with no SQLite (BlockStore), and the store's record of hits
+  reaches its index in batches, every RECENCY_FLUSH_S;
+- one thread hop per cold small block: its disk lookup, its GET and its cache
+  write run in one GET thread when one is free (else the disk lookup first, in a
+  disk thread); a block larger than SMALL_BLOCK_BYTES goes to its readers as
+  soon as it is fetched, then is written in a disk thread;
+- a block fetched from the store is written to disk before its flight ends
+  (nobody misses on disk meanwhile and fetches it twice), whatever cancels the
+  reader: a clean unmount finishes its writes, SIGKILL loses only them;
 - `stats.gets` counts real GETs to the store.
 """
 
@@ -33,20 +42,27 @@ from objmount.cache.blocks import (
     RECENCY_FLUSH_S,
     BlockKey,
     BlockStore,
+    OpenBlock,
     block_key,
     open_store,
 )
 from objmount.cache.dirahead import DirectoryReadAhead
+from objmount.cache.keys import name_of
 from objmount.cache.memory import HotTier, MemoryBudget
+from objmount.cache.openblocks import OpenBlocks
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
-from objmount.readpath import ReadBytes, ReadStats, fetch_exact
+from objmount.readpath import ReadBytes, ReadStats, check_exact
 
 log = logging.getLogger(__name__)
 
 # Threads for disk and SQLite work, apart from the GET threads: a cache hit never
 # queues behind slow GETs. Four keep a local SSD busy with 1-8 MiB reads.
 DISK_THREADS = 4
+# A block up to this size is written to the cache in its GET's thread, before its
+# readers get it (the write costs ~0.1-0.5 ms against a GET's round trip); a larger
+# one (8 MiB: milliseconds to write) goes to its readers first.
+SMALL_BLOCK_BYTES = 1 << 20
 
 
 class CacheStats(ReadStats):
@@ -69,18 +85,34 @@ class CacheStats(ReadStats):
 
 @dataclass(eq=False)
 class _Flight:
-    """One block being read from disk or fetched; every lookup of it waits here."""
+    """One block being read from disk or fetched; every lookup of it waits here.
+
+    `data` None with no error: a read-ahead found the block on disk already (read it
+    from there)."""
 
     done: trio.Event
-    data: bytes | None = None
+    data: bytes | bytearray | None = None
     error: Exception | None = None
 
-    async def result(self) -> bytes:
+    async def result(self) -> bytes | bytearray | None:
         await self.done.wait()
         if self.error is not None:
             raise self.error
-        assert self.data is not None
         return self.data
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What one hop to a GET thread did for a block."""
+
+    data: bytes | bytearray | None  # None: on disk already (a read-ahead's check)
+    got: bool  # a GET fetched it (else it was read from disk)
+    stored: bool  # written to the cache
+    opened: OpenBlock | None  # its file, kept open (read from disk, or just written)
+
+
+def _slice(data: bytes | bytearray, start: int, end: int) -> ReadBytes:
+    return data if start == 0 and end == len(data) else memoryview(data)[start:end]
 
 
 class CachedReadPath:
@@ -119,6 +151,7 @@ class CachedReadPath:
             # Half the GET threads: demand reads always have the other half.
             parallel=runner.limiter.total_tokens // 2,
         )
+        self.open_blocks = OpenBlocks()
         self._flights: dict[BlockKey, _Flight] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -129,42 +162,44 @@ class CachedReadPath:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self.store is not None:
-                    nursery.start_soon(self._flush_recency, self.store)
+                    nursery.start_soon(self._maintain, self.store)
                 task_status.started()
                 try:
                     await trio.sleep_forever()
                 finally:
                     self._nursery = None
         finally:
+            self.open_blocks.close()
             if self.store is not None:
                 with trio.CancelScope(shield=True):
                     await self.disk_runner.call_once(self.store.close)
 
-    async def _flush_recency(self, store: BlockStore) -> None:
-        """Write the store's hits to its index every RECENCY_FLUSH_S (in a disk thread),
-        so other processes evict by an order that knows them."""
+    async def _maintain(self, store: BlockStore) -> None:
+        """Every RECENCY_FLUSH_S: write the store's hits to its index (in a disk thread),
+        so other processes evict by an order that knows them; let go of kept files that
+        any process evicted, so their disk space is freed."""
         while True:
             await trio.sleep(RECENCY_FLUSH_S)
+            self.open_blocks.sweep()
             try:
                 await self.disk_runner.call_once(store.flush_recency)
             except (OSError, sqlite3.Error) as exc:  # the next flush (or write) retries
                 log.debug("cannot write cache hits to the index: %s", exc)
 
-    async def open(self, obj: ObjectInfo) -> "CachedHandle":
+    async def open(self, obj: ObjectInfo, keep_cache: bool = False
+                   ) -> "OneBlockHandle | CachedHandle":
         self.dir_ahead.opened(obj)
-        handle = CachedHandle(self, obj)
-        handle.prefetcher.start_whole()  # a one-block object: its GET starts now
-        return handle
+        if obj.size <= self.options.block_size_bytes:
+            return OneBlockHandle(self, obj, fetch_now=not keep_cache)
+        return CachedHandle(self, obj)
 
     async def fetch_ahead(self, obj: ObjectInfo) -> None:
         """Bring a one-block object into the disk cache unless it is there or on its way."""
         key = block_key(self.source, obj, self.options.block_size_bytes, 0)
-        if key in self.hot or key in self._flights:
+        name = name_of(key)
+        if key in self.hot or key in self._flights or name in self.open_blocks:
             return
-        if self.store is not None and await self.disk_runner.call_once(self.store.contains, key):
-            return
-        flight = self._flights.get(key) or self._start_flight(
-            obj, key, check_disk=False, keep_hot=False, ahead=True)
+        flight = self._start_flight(obj, key, name, ahead=True)
         await flight.done.wait()
         if flight.error is not None:
             raise flight.error
@@ -177,35 +212,64 @@ class CachedReadPath:
 
     # Block lookups (the BlockSource of every open file).
 
-    async def fetch_block(self, obj: ObjectInfo, key: BlockKey) -> bytes:
-        """Return a whole block: from memory, from a lookup in flight, from disk, or a GET."""
+    def lookup_now(self, key: BlockKey, name: str, start: int, end: int) -> ReadBytes | None:
+        """Bytes [start, end) of a block from memory, or from its file kept open if the
+        kernel has its pages; None if neither. On the trio thread, never waits."""
         data = self.hot.get(key)
         if data is not None:
             self._hit(memory=True)
-            return data
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = self._start_flight(obj, key, check_disk=True, keep_hot=False, ahead=False)
-        return await flight.result()
+            return _slice(data, start, end)
+        found = self.open_blocks.read(name, key, start, end)
+        if found is not None:
+            self._hit(memory=False)
+            self.stats.fast_disk_hits += 1
+            if self.store is not None:
+                self.store.note_hit(key, name)
+        return found
+
+    def flight_of(self, obj: ObjectInfo, key: BlockKey, name: str,
+                  check_disk: bool = True) -> "_Flight":
+        """The lookup of a whole block in flight, or a new one (disk unless the caller
+        just looked there, then the store)."""
+        return self._flights.get(key) or self._start_flight(obj, key, name, ahead=False,
+                                                             check_disk=check_disk)
+
+    async def fetch_block(self, obj: ObjectInfo, key: BlockKey) -> bytes | bytearray:
+        """Return a whole block: from memory, a file kept open, a lookup in flight, from
+        disk, or a GET."""
+        name = name_of(key)
+        found = self.lookup_now(key, name, 0, key.length)
+        if found is not None:
+            return bytes(found) if isinstance(found, memoryview) else found  # whole: not one
+        data = await self.flight_of(obj, key, name).result()
+        if data is None:  # a read-ahead's check found it on disk
+            data = await self._read_disk(key, name, 0, key.length)
+        return data if data is not None else await self._get_now(obj, key, name)
 
     async def read_range(
         self, obj: ObjectInfo, key: BlockKey, start: int, end: int
     ) -> ReadBytes:
         """Return bytes [start, end) of a block, reading only what is needed from disk."""
-        data = self.hot.get(key)
+        name = name_of(key)
+        data = self.lookup_now(key, name, start, end)
         if data is not None:
-            self._hit(memory=True)
-            return memoryview(data)[start:end]
+            return data
         flight = self._flights.get(key)
+        checked = False
         if flight is None and self.store is not None:
-            data = await self.disk_runner.call_once(self.store.read_range, key, start, end)
-            if data is not None:
-                self._hit(memory=False)
-                return data
+            found = await self._read_disk(key, name, start, end)
+            if found is not None:
+                return found
+            checked = True
             flight = self._flights.get(key)  # another lookup may have started meanwhile
-        if flight is None:
-            flight = self._start_flight(obj, key, check_disk=False, keep_hot=True, ahead=False)
-        return memoryview(await flight.result())[start:end]
+        block = None
+        if flight is not None:
+            block = await flight.result()
+        if block is None:
+            block = await self.flight_of(obj, key, name, check_disk=not checked).result()
+        if block is None:
+            block = await self._get_now(obj, key, name)
+        return _slice(block, start, end)
 
     def _hit(self, *, memory: bool) -> None:
         self.stats.cache_hits += 1
@@ -214,17 +278,51 @@ class CachedReadPath:
         else:
             self.stats.disk_hits += 1
 
-    def _start_flight(
-        self, obj: ObjectInfo, key: BlockKey, *, check_disk: bool, keep_hot: bool, ahead: bool
-    ) -> _Flight:
-        """Start looking up a block; `ahead`: for directory read-ahead, not for a reader."""
+    def keep_in_memory(self, key: BlockKey, name: str, data: bytes | bytearray) -> None:
+        """A block read to its end may be read again soon (another epoch, another reader):
+        kept in the hot tier, unless its file is kept open (the page cache holds it)."""
+        if name not in self.open_blocks:
+            self.hot.put(key, data)
+
+    async def _read_disk(self, key: BlockKey, name: str, start: int, end: int
+                         ) -> bytes | bytearray | None:
+        """Bytes [start, end) of a block from its file, in a disk thread (through the file
+        kept open if there is one, else opening it and keeping it); None on a miss."""
+        assert self.store is not None
+        lent = self.open_blocks.lend(name)
+        try:
+            data, opened = await self.disk_runner.call_once(
+                self.store.read_kept, key, start, end, lent, lent is None)
+        finally:
+            if lent is not None:
+                self.open_blocks.give_back(name, lent)
+        if opened is not None:
+            self.open_blocks.add(name, opened)
+        if data is None:
+            if lent is not None:
+                self.open_blocks.drop(name)  # corrupt: the store removed it
+            return None
+        self._hit(memory=False)
+        return data
+
+    async def _get_now(self, obj: ObjectInfo, key: BlockKey, name: str) -> bytes | bytearray:
+        """A GET of the block for a reader whose lookup found it nowhere after all (it was
+        evicted between a read-ahead's check and this read)."""
+        fetched = await self._fetch(obj, key, name, read_disk=False, present_ok=False,
+                                    store_now=False)
+        assert fetched.data is not None
+        return fetched.data
+
+    def _start_flight(self, obj: ObjectInfo, key: BlockKey, name: str, *,
+                      ahead: bool, check_disk: bool = True) -> _Flight:
+        """Start looking up a whole block; `ahead`: for directory read-ahead, not a reader
+        (it only checks the block is on disk); else on disk first if `check_disk`."""
         flight = _Flight(trio.Event())
         self._flights[key] = flight
 
         async def run() -> None:
             try:
-                await self._fly(obj, key, flight, check_disk=check_disk, keep_hot=keep_hot,
-                                ahead=ahead)
+                await self._fly(obj, key, name, flight, ahead=ahead, check_disk=check_disk)
             finally:
                 if self._flights.get(key) is flight:
                     del self._flights[key]
@@ -232,51 +330,155 @@ class CachedReadPath:
         self.spawn(run)
         return flight
 
-    async def _fly(
-        self, obj: ObjectInfo, key: BlockKey, flight: _Flight, *, check_disk: bool,
-        keep_hot: bool, ahead: bool,
-    ) -> None:
+    def _get_thread_free(self) -> bool:
+        limiter = self.runner.limiter
+        return limiter.borrowed_tokens < limiter.total_tokens
+
+    async def _fly(self, obj: ObjectInfo, key: BlockKey, name: str, flight: _Flight, *,
+                   ahead: bool, check_disk: bool) -> None:
         store = self.store
-        data = None
+        small = key.length <= SMALL_BLOCK_BYTES
+        fetched = None
         try:
-            if check_disk and store is not None:
-                data = await self.disk_runner.call_once(store.read_block, key)
-                if data is not None:
-                    self._hit(memory=False)
-            fetched = data is None
-            if fetched:
-                if ahead:
-                    self.stats.dir_ahead_gets += 1
-                else:
-                    self.stats.cache_misses += 1
-                    self.dir_ahead.missed(obj)
-                data = await self._get(obj, key)
+            data = None
+            read_disk = store is not None and not ahead and check_disk
+            if read_disk and (not small or not self._get_thread_free()):
+                data = await self._read_disk(key, name, 0, key.length)  # in a disk thread
+                read_disk = False
+            if data is None:
+                fetched = await self._fetch(obj, key, name, read_disk=read_disk,
+                                            present_ok=ahead and store is not None,
+                                            store_now=small)
+                data = fetched.data
             flight.data = data
         except Exception as exc:  # raised in every reader of the block
             flight.error = exc
         finally:
             flight.done.set()
-        if data is None:
-            return
-        if keep_hot:
-            self.hot.put(key, data)
-        if fetched and store is not None:
-            # Held (and charged) until it is on disk; the flight stays open meanwhile,
-            # so nobody misses on disk and fetches the block a second time.
-            self.budget.take(len(data))
-            try:
-                with trio.CancelScope(shield=True):
-                    if await self.disk_runner.call_once(store.put, key, data):
-                        self.stats.blocks_stored += 1
-            except Exception as exc:  # a background task: it must not end the mount
-                logs.once(log, logging.ERROR, f"cache-put:{type(exc).__name__}",
-                          "internal error writing the block cache (block not cached): %r", exc)
-            finally:
-                self.budget.give(len(data))
+        if fetched is not None and fetched.got and not small and store is not None:
+            await self._store_later(key, name, fetched.data)
 
-    async def _get(self, obj: ObjectInfo, key: BlockKey) -> bytes:
-        """One ranged GET of the whole block, exactly (readpath.fetch_exact)."""
-        return await fetch_exact(self.backend, self.runner, self.stats, obj, key.start, key.end)
+    async def _fetch(self, obj: ObjectInfo, key: BlockKey, name: str, *, read_disk: bool,
+                     present_ok: bool, store_now: bool) -> _Fetched:
+        """One hop to a GET thread (retried by the runner): the block from disk if
+        `read_disk`, nothing if `present_ok` and it is on disk, else a GET, written to
+        the cache there if `store_now`. Counted here, on the trio thread."""
+        nbytes = key.length if store_now else 0
+        self.budget.take(nbytes)  # held until written
+        try:
+            fetched = await self.runner.call(self._fetch_blocking, obj, key, read_disk,
+                                             present_ok, store_now)
+        finally:
+            self.budget.give(nbytes)
+        if fetched.opened is not None:
+            self.open_blocks.add(name, fetched.opened)
+        stats = self.stats
+        if fetched.got:
+            assert fetched.data is not None
+            stats.gets += 1
+            stats.bytes_fetched += len(fetched.data)
+            if present_ok:
+                stats.dir_ahead_gets += 1
+            else:
+                stats.cache_misses += 1
+                self.dir_ahead.missed(obj)
+            stats.blocks_stored += fetched.stored
+        elif fetched.data is not None:
+            self._hit(memory=False)
+        return fetched
+
+    def _fetch_blocking(self, obj: ObjectInfo, key: BlockKey, read_disk: bool,
+                        present_ok: bool, store_now: bool) -> _Fetched:
+        """_fetch's work, in a GET thread. Raises what the backend raises, and BackendError
+        for an answer of the wrong length; a failed cache write only logs."""
+        store = self.store
+        if read_disk and store is not None:
+            data, opened = store.read_kept(key, 0, key.length, keep_open=True)
+            if data is not None:
+                return _Fetched(data, got=False, stored=False, opened=opened)
+        elif present_ok and store is not None and store.contains(key):
+            return _Fetched(None, got=False, stored=False, opened=None)
+        data = self.backend.read(obj.key, key.start, key.end, obj.etag or None)
+        check_exact(obj, data, key.start, key.end)
+        stored, opened = False, None
+        if store_now and store is not None:
+            stored, opened = self._put(store, key, data)
+        return _Fetched(data, got=True, stored=stored, opened=opened)
+
+    def _put(self, store: BlockStore, key: BlockKey, data: bytes | bytearray
+             ) -> tuple[bool, OpenBlock | None]:
+        """store.put_kept, which never fails a read: a bug in it is logged once. Blocking."""
+        try:
+            return store.put_kept(key, data)
+        except Exception as exc:
+            logs.once(log, logging.ERROR, f"cache-put:{type(exc).__name__}",
+                      "internal error writing the block cache (block not cached): %r", exc)
+            return False, None
+
+    async def _store_later(self, key: BlockKey, name: str, data: bytes | bytearray) -> None:
+        """Write a large block its readers already have, in a disk thread, shielded from
+        cancellation; its flight stays open meanwhile. Held (and charged) until written."""
+        assert self.store is not None
+        self.budget.take(len(data))
+        try:
+            with trio.CancelScope(shield=True):
+                stored, opened = await self.disk_runner.call_once(self._put, self.store, key,
+                                                                  data)
+            if opened is not None:
+                self.open_blocks.add(name, opened)
+            self.stats.blocks_stored += stored
+        finally:
+            self.budget.give(len(data))
+
+
+class OneBlockHandle:
+    """An open file of one block: its lookup starts at open (unless the kernel may hold
+    its pages: then at the first read that comes), and its bytes are held for the
+    reader (charged to the budget) until a read reaches the end or the file closes."""
+
+    def __init__(self, path: CachedReadPath, obj: ObjectInfo, fetch_now: bool) -> None:
+        self.path = path
+        self.obj = obj
+        self.key = block_key(path.source, obj, path.options.block_size_bytes, 0)
+        self.name = name_of(self.key)
+        self._flight: _Flight | None = None
+        if (fetch_now and obj.size > 0 and self.key not in path.hot
+                and self.name not in path.open_blocks and path.budget.try_take(obj.size)):
+            self._flight = path.flight_of(obj, self.key, self.name)
+
+    async def read(self, offset: int, size: int) -> ReadBytes:
+        path = self.path
+        path.stats.count_read(size)
+        end = min(offset + size, self.obj.size)
+        if end <= offset:
+            return b""
+        flight = self._flight
+        if flight is not None:
+            try:
+                data = await flight.result()
+            except Exception:  # the lookup at open failed: a read of its own retries or raises
+                data = None
+            if data is not None:
+                if end == len(data):
+                    self._let_go(data)
+                return _slice(data, offset, end)
+            self._let_go(None)
+        return await path.read_range(self.obj, self.key, offset, end)
+
+    async def close(self) -> None:
+        flight = self._flight
+        if flight is not None:
+            self._let_go(flight.data if flight.done.is_set() else None)
+
+    def _let_go(self, data: bytes | bytearray | None) -> None:
+        """Drop the held lookup (its memory given back); a whole block read goes to the
+        hot tier if nothing else keeps it."""
+        if self._flight is None:
+            return
+        self._flight = None
+        self.path.budget.give(self.obj.size)
+        if data is not None:
+            self.path.keep_in_memory(self.key, self.name, data)
 
 
 class _ObjectBlocks:
@@ -290,7 +492,7 @@ class _ObjectBlocks:
     def key(self, index: int) -> BlockKey:
         return block_key(self.path.source, self.obj, self.block_size, index)
 
-    async def fetch_block(self, index: int) -> bytes:
+    async def fetch_block(self, index: int) -> bytes | bytearray:
         return await self.path.fetch_block(self.obj, self.key(index))
 
     async def read_block(self, index: int, start: int, end: int) -> ReadBytes:
@@ -315,9 +517,9 @@ class CachedHandle:
     async def close(self) -> None:
         self.prefetcher.close()
 
-    def _consumed(self, index: int, data: bytes) -> None:
-        # A block read to its end may be read again soon (another epoch, another reader).
-        self.path.hot.put(self.blocks.key(index), data)
+    def _consumed(self, index: int, data: bytes | bytearray) -> None:
+        key = self.blocks.key(index)
+        self.path.keep_in_memory(key, name_of(key), data)
 
 
 async def open_cached_read_path(
