@@ -18,13 +18,14 @@ Invariants:
   preadv with RWF_NOWAIT, never a wait for the disk). A disk hit reads the
   block's file with no SQLite (BlockStore), and the store's record of hits
   reaches its index in batches, every RECENCY_FLUSH_S;
-- one thread hop per cold small block: its disk lookup, its GET and its cache
-  write run in one GET thread when one is free (else the disk lookup first, in a
-  disk thread); a block larger than SMALL_BLOCK_BYTES goes to its readers as
-  soon as it is fetched, then is written in a disk thread;
-- a block fetched from the store is written to disk before its flight ends
-  (nobody misses on disk meanwhile and fetches it twice), whatever cancels the
-  reader: a clean unmount finishes its writes, SIGKILL loses only them;
+- one thread hop per cold small block: its disk lookup and its GET run in one
+  GET thread when one is free (else the disk lookup first, in a disk thread);
+  the block goes to its readers as soon as it is fetched, and to the cache's
+  writer thread (cache/writer.py), which writes blocks in batches;
+- a block fetched from the store stays in flight (so held, and charged to the
+  budget) until the writer reports it written: nobody misses on disk meanwhile
+  and fetches it twice. A clean unmount finishes the writes queued, SIGKILL
+  loses only them;
 - `stats.gets` counts real GETs to the store.
 """
 
@@ -35,7 +36,6 @@ from dataclasses import dataclass
 
 import trio
 
-from objmount import log as logs
 from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import (
@@ -52,6 +52,7 @@ from objmount.cache.memory import HotTier, MemoryBudget
 from objmount.cache.openblocks import OpenBlocks
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
+from objmount.cache.writer import BlockWriter, Outcome, Write
 from objmount.readpath import ReadBytes, ReadStats, check_exact
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,9 @@ log = logging.getLogger(__name__)
 # Threads for disk and SQLite work, apart from the GET threads: a cache hit never
 # queues behind slow GETs. Four keep a local SSD busy with 1-8 MiB reads.
 DISK_THREADS = 4
-# A block up to this size is written to the cache in its GET's thread, before its
-# readers get it (the write costs ~0.1-0.5 ms against a GET's round trip); a larger
-# one (8 MiB: milliseconds to write) goes to its readers first.
+# A block up to this size is looked up on disk in the GET thread that fetches it if
+# it is not there (one hop); a larger one is read in a disk thread (8 MiB takes
+# milliseconds: GET threads are for GETs).
 SMALL_BLOCK_BYTES = 1 << 20
 
 
@@ -93,6 +94,7 @@ class _Flight:
     done: trio.Event
     data: bytes | bytearray | None = None
     error: Exception | None = None
+    writing: bool = False  # with the writer: it ends the flight
 
     async def result(self) -> bytes | bytearray | None:
         await self.done.wait()
@@ -107,8 +109,7 @@ class _Fetched:
 
     data: bytes | bytearray | None  # None: on disk already (a read-ahead's check)
     got: bool  # a GET fetched it (else it was read from disk)
-    stored: bool  # written to the cache
-    opened: OpenBlock | None  # its file, kept open (read from disk, or just written)
+    opened: OpenBlock | None  # its file, kept open (read from disk)
 
 
 def _slice(data: bytes | bytearray, start: int, end: int) -> ReadBytes:
@@ -152,6 +153,10 @@ class CachedReadPath:
             parallel=runner.limiter.total_tokens // 2,
         )
         self.open_blocks = OpenBlocks()
+        self.writer = BlockWriter(store, self._written) if store is not None else None
+        self._writes_pending = 0
+        self._writes_settled = trio.Event()
+        self._writes_settled.set()
         self._flights: dict[BlockKey, _Flight] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -163,15 +168,19 @@ class CachedReadPath:
                 self._nursery = nursery
                 if self.store is not None:
                     nursery.start_soon(self._maintain, self.store)
+                if self.writer is not None:
+                    self.writer.start()
                 task_status.started()
                 try:
                     await trio.sleep_forever()
                 finally:
                     self._nursery = None
         finally:
-            self.open_blocks.close()
-            if self.store is not None:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if self.writer is not None:  # its last reports run before this returns
+                    await self.disk_runner.call_once(self.writer.close)
+                self.open_blocks.close()
+                if self.store is not None:
                     await self.disk_runner.call_once(self.store.close)
 
     async def _maintain(self, store: BlockStore) -> None:
@@ -280,8 +289,9 @@ class CachedReadPath:
 
     def keep_in_memory(self, key: BlockKey, name: str, data: bytes | bytearray) -> None:
         """A block read to its end may be read again soon (another epoch, another reader):
-        kept in the hot tier, unless its file is kept open (the page cache holds it)."""
-        if name not in self.open_blocks:
+        kept in the hot tier, unless its file is kept open (the page cache holds it) or
+        is being written."""
+        if name not in self.open_blocks and key not in self._flights:
             self.hot.put(key, data)
 
     async def _read_disk(self, key: BlockKey, name: str, start: int, end: int
@@ -308,8 +318,7 @@ class CachedReadPath:
     async def _get_now(self, obj: ObjectInfo, key: BlockKey, name: str) -> bytes | bytearray:
         """A GET of the block for a reader whose lookup found it nowhere after all (it was
         evicted between a read-ahead's check and this read)."""
-        fetched = await self._fetch(obj, key, name, read_disk=False, present_ok=False,
-                                    store_now=False)
+        fetched = await self._fetch(obj, key, name, read_disk=False, present_ok=False)
         assert fetched.data is not None
         return fetched.data
 
@@ -324,7 +333,7 @@ class CachedReadPath:
             try:
                 await self._fly(obj, key, name, flight, ahead=ahead, check_disk=check_disk)
             finally:
-                if self._flights.get(key) is flight:
+                if not flight.writing and self._flights.get(key) is flight:
                     del self._flights[key]
 
         self.spawn(run)
@@ -337,39 +346,55 @@ class CachedReadPath:
     async def _fly(self, obj: ObjectInfo, key: BlockKey, name: str, flight: _Flight, *,
                    ahead: bool, check_disk: bool) -> None:
         store = self.store
-        small = key.length <= SMALL_BLOCK_BYTES
         fetched = None
         try:
             data = None
             read_disk = store is not None and not ahead and check_disk
-            if read_disk and (not small or not self._get_thread_free()):
+            if read_disk and (key.length > SMALL_BLOCK_BYTES or not self._get_thread_free()):
                 data = await self._read_disk(key, name, 0, key.length)  # in a disk thread
                 read_disk = False
             if data is None:
                 fetched = await self._fetch(obj, key, name, read_disk=read_disk,
-                                            present_ok=ahead and store is not None,
-                                            store_now=small)
+                                            present_ok=ahead and store is not None)
                 data = fetched.data
             flight.data = data
         except Exception as exc:  # raised in every reader of the block
             flight.error = exc
         finally:
             flight.done.set()
-        if fetched is not None and fetched.got and not small and store is not None:
-            await self._store_later(key, name, fetched.data)
+        if fetched is not None and fetched.got and self.writer is not None:
+            assert fetched.data is not None
+            self.budget.take(len(fetched.data))  # until written (self._written)
+            flight.writing = True
+            if not self._writes_pending:
+                self._writes_settled = trio.Event()
+            self._writes_pending += 1
+            self.writer.submit(Write(key, name, fetched.data, flight))
+
+    async def writes_settled(self) -> None:
+        """Return once every block fetched so far is written to the cache (or given up)."""
+        await self._writes_settled.wait()
+
+    def _written(self, outcomes: list[Outcome]) -> None:
+        """The writer's report (on the trio thread): keep the files written open, end the
+        blocks' flights, give their memory back."""
+        for write, stored, opened in outcomes:
+            if opened is not None:
+                self.open_blocks.add(write.name, opened)
+            self.stats.blocks_stored += stored
+            self.budget.give(len(write.data))
+            if self._flights.get(write.key) is write.token:
+                del self._flights[write.key]
+        self._writes_pending -= len(outcomes)
+        if not self._writes_pending:
+            self._writes_settled.set()
 
     async def _fetch(self, obj: ObjectInfo, key: BlockKey, name: str, *, read_disk: bool,
-                     present_ok: bool, store_now: bool) -> _Fetched:
+                     present_ok: bool) -> _Fetched:
         """One hop to a GET thread (retried by the runner): the block from disk if
-        `read_disk`, nothing if `present_ok` and it is on disk, else a GET, written to
-        the cache there if `store_now`. Counted here, on the trio thread."""
-        nbytes = key.length if store_now else 0
-        self.budget.take(nbytes)  # held until written
-        try:
-            fetched = await self.runner.call(self._fetch_blocking, obj, key, read_disk,
-                                             present_ok, store_now)
-        finally:
-            self.budget.give(nbytes)
+        `read_disk`, nothing if `present_ok` and it is on disk, else a GET. Counted
+        here, on the trio thread."""
+        fetched = await self.runner.call(self._fetch_blocking, obj, key, read_disk, present_ok)
         if fetched.opened is not None:
             self.open_blocks.add(name, fetched.opened)
         stats = self.stats
@@ -382,53 +407,24 @@ class CachedReadPath:
             else:
                 stats.cache_misses += 1
                 self.dir_ahead.missed(obj)
-            stats.blocks_stored += fetched.stored
         elif fetched.data is not None:
             self._hit(memory=False)
         return fetched
 
     def _fetch_blocking(self, obj: ObjectInfo, key: BlockKey, read_disk: bool,
-                        present_ok: bool, store_now: bool) -> _Fetched:
+                        present_ok: bool) -> _Fetched:
         """_fetch's work, in a GET thread. Raises what the backend raises, and BackendError
-        for an answer of the wrong length; a failed cache write only logs."""
+        for an answer of the wrong length."""
         store = self.store
         if read_disk and store is not None:
             data, opened = store.read_kept(key, 0, key.length, keep_open=True)
             if data is not None:
-                return _Fetched(data, got=False, stored=False, opened=opened)
+                return _Fetched(data, got=False, opened=opened)
         elif present_ok and store is not None and store.contains(key):
-            return _Fetched(None, got=False, stored=False, opened=None)
+            return _Fetched(None, got=False, opened=None)
         data = self.backend.read(obj.key, key.start, key.end, obj.etag or None)
         check_exact(obj, data, key.start, key.end)
-        stored, opened = False, None
-        if store_now and store is not None:
-            stored, opened = self._put(store, key, data)
-        return _Fetched(data, got=True, stored=stored, opened=opened)
-
-    def _put(self, store: BlockStore, key: BlockKey, data: bytes | bytearray
-             ) -> tuple[bool, OpenBlock | None]:
-        """store.put_kept, which never fails a read: a bug in it is logged once. Blocking."""
-        try:
-            return store.put_kept(key, data)
-        except Exception as exc:
-            logs.once(log, logging.ERROR, f"cache-put:{type(exc).__name__}",
-                      "internal error writing the block cache (block not cached): %r", exc)
-            return False, None
-
-    async def _store_later(self, key: BlockKey, name: str, data: bytes | bytearray) -> None:
-        """Write a large block its readers already have, in a disk thread, shielded from
-        cancellation; its flight stays open meanwhile. Held (and charged) until written."""
-        assert self.store is not None
-        self.budget.take(len(data))
-        try:
-            with trio.CancelScope(shield=True):
-                stored, opened = await self.disk_runner.call_once(self._put, self.store, key,
-                                                                  data)
-            if opened is not None:
-                self.open_blocks.add(name, opened)
-            self.stats.blocks_stored += stored
-        finally:
-            self.budget.give(len(data))
+        return _Fetched(data, got=True, opened=None)
 
 
 class OneBlockHandle:

@@ -60,6 +60,7 @@ async def warmed(tmp_path: Path) -> AsyncIterator[tuple[CachedReadPath, Counting
     backend = CountingBackend(OBJECTS)
     async with cached_path(backend, tmp_path, cache_mem_bytes=0) as path:
         assert await read_small(path, backend) == OBJECTS[SMALL]
+        await path.writes_settled()
         assert name_of(small_key(path, backend)) in path.open_blocks
         yield path, backend
 
@@ -96,6 +97,7 @@ async def test_a_block_file_corrupted_in_place_is_never_served(tmp_path: Path) -
         assert await read_small(path, backend) == OBJECTS[SMALL]
         assert path.stats.as_dict()["corrupt_blocks"] == 1
         assert len(backend.gets) == 2  # fetched again, and stored again
+        await path.writes_settled()
         assert await read_small(path, backend) == OBJECTS[SMALL]
         assert len(backend.gets) == 2
 

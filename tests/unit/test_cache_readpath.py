@@ -218,6 +218,7 @@ async def test_a_full_cache_disk_degrades_to_uncached_reads_with_one_warning(
         async with cached_path(backend, tmp_path) as path:
             for name in ("big.bin", "small.jpg", "big.bin"):
                 assert await read_all(path, backend.info(name)) == OBJECTS[name]
+            await path.writes_settled()  # writes go on behind the reads
             assert path.stats.as_dict()["cache_write_errors"] == 1
     assert caplog.text.count("disk is full") == 1
 
