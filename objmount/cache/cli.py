@@ -178,7 +178,7 @@ def warm_command(
     limit = options.max_size_bytes
     if max_size is not None:
         limit = min(limit, _size("--max-size", max_size))
-    resolved = parse_target(target, load_remotes(config))
+    resolved = parse_target(target, load_remotes(config), config)
     only_key = None if file_name is None else resolved.prefix + file_name
     backend = open_backend(resolved, Timeouts(pool_size=max_parallel))
     store = open_store(options.cache_dir, options.max_size_bytes)
@@ -228,7 +228,7 @@ def clear_command(
     directory = (cache_dir or default_cache_dir()).absolute()
     source = None
     if target is not None:
-        source = source_for(parse_target(target, load_remotes(config)))
+        source = source_for(parse_target(target, load_remotes(config), config))
     count = tools.clear(directory, source)
     typer.echo(f"removed {count} blocks from {directory}", err=True)
 

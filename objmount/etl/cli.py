@@ -19,7 +19,7 @@ from objmount.errors import EtlError
 from objmount.etl.extract import extract
 from objmount.etl.load import LoadOptions, MiB, load
 from objmount.etl.pipeline import expand_target, read_pipeline
-from objmount.etl.transform import Layout, resolve_layout, transform
+from objmount.etl.transform import Layout, TransformReport, resolve_layout, transform
 from objmount.options import ConfigOpt, VerboseOpt
 from objmount.units import parse_size_bytes
 
@@ -117,7 +117,7 @@ def load_command(
     logsetup.setup(verbose)
     options = LoadOptions(transfers=transfers, checkers=checkers, clean=clean, retries=retries,
                           checksum=checksum, segment_size_bytes=parse_size_bytes(segment_size))
-    _load(directory, parse_target(target, load_remotes(config)), options)
+    _load(directory, parse_target(target, load_remotes(config), config), options)
 
 
 @etl_app.command("run")
@@ -138,16 +138,20 @@ def run_command(
     config: ConfigOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Run extract, transform and load as a pipeline file describes them."""
+    """Run extract, transform and load as a pipeline file describes them.
+
+    Loads the directory the layout used: the staging directory, or the one
+    directory the archive wrapped its content in.
+    """
     logsetup.setup(verbose)
     pipeline = read_pipeline(pipeline_file)
     layout = resolve_layout(pipeline.layout, pipeline.directory)
     spec = target or expand_target(pipeline.target, os.environ)
-    resolved = parse_target(spec, load_remotes(config))
+    resolved = parse_target(spec, load_remotes(config), config)
     staging = staging or pipeline.staging
     _extract(url or pipeline.url, staging, pipeline.sha256)
-    _transform(staging, layout)
-    _load(staging, resolved, pipeline.load)
+    report = _transform(staging, layout)
+    _load(report.root or staging, resolved, pipeline.load)
 
 
 def _extract(url: str, staging: Path, sha256: str | None) -> None:
@@ -156,9 +160,11 @@ def _extract(url: str, staging: Path, sha256: str | None) -> None:
          f"({report.downloaded_bytes / MiB:.1f} MiB downloaded)")
 
 
-def _transform(staging: Path, layout: Layout) -> None:
-    for line in transform(staging, layout).describe():
+def _transform(staging: Path, layout: Layout) -> TransformReport:
+    report = transform(staging, layout)
+    for line in report.describe():
         _say(f"transform: {line}")
+    return report
 
 
 def _load(directory: Path, target: Target, options: LoadOptions) -> None:
