@@ -21,7 +21,7 @@ from objmount.cache import cli as cache_cli
 from objmount.config import default_config_path, load_remotes, parse_target
 from objmount.errors import ConfigError, ObjmountError
 from objmount.etl.cli import etl_app
-from objmount.mountpoint import is_mounted, unmount
+from objmount.mountpoint import is_mounted, propagation_warning, unmount
 from objmount.options import ConfigOpt, LogFileOpt, VerboseOpt
 from objmount.units import parse_duration_s
 
@@ -178,6 +178,8 @@ def mount_command(
             max_buffer_memory, dir_read_ahead,
         ),
     )
+    if allow_other and (warning := propagation_warning(mountpoint.absolute())):
+        typer.echo(f"objmount: warning: {warning}", err=True)  # the child, if any, logs it
     if daemon_mode:
         child_args = [a for a in _mount_argv() if a != "--daemon"]
         pid = daemon.start_daemon(child_args, log_file, parse_duration_s(daemon_timeout))
