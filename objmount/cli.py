@@ -21,7 +21,7 @@ from objmount.cache import cli as cache_cli
 from objmount.config import default_config_path, load_remotes, parse_target
 from objmount.errors import ConfigError, ObjmountError
 from objmount.etl.cli import etl_app
-from objmount.mountpoint import is_mounted, unmount
+from objmount.mountpoint import is_mounted, propagation_warning, unmount
 from objmount.options import ConfigOpt, LogFileOpt, VerboseOpt
 from objmount.units import parse_duration_s
 
@@ -36,6 +36,25 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"objmount {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", is_eager=True, callback=_print_version,
+                     help="Print objmount's version and exit."),
+    ] = False,
+) -> None:
+    """Options before the command: only --version (the app's help is its own)."""
+
+
 app.add_typer(etl_app, name="etl")
 app.add_typer(cache_cli.cache_app, name="cache")
 app.command("warm")(cache_cli.warm_command)
@@ -159,12 +178,14 @@ def mount_command(
             max_buffer_memory, dir_read_ahead,
         ),
     )
+    if allow_other and (warning := propagation_warning(mountpoint.absolute())):
+        typer.echo(f"objmount: warning: {warning}", err=True)  # the child, if any, logs it
     if daemon_mode:
         child_args = [a for a in _mount_argv() if a != "--daemon"]
         pid = daemon.start_daemon(child_args, log_file, parse_duration_s(daemon_timeout))
         typer.echo(f"objmount: mounted {target} on {mountpoint} (pid {pid})", err=True)
         return
-    resolved = parse_target(target, load_remotes(config))
+    resolved = parse_target(target, load_remotes(config), config)
     try:
         run(resolved, options, on_ready=lambda: daemon.notify_parent(None))
     except ObjmountError as exc:
@@ -210,8 +231,8 @@ def remotes_command(config: ConfigOpt = None) -> None:
 
 @app.command("version")
 def version_command() -> None:
-    """Print objmount's version."""
-    typer.echo(__version__)
+    """Print objmount's version (as --version does)."""
+    _print_version(True)
 
 
 def _config_path(config: Path | None) -> Path | None:
@@ -228,7 +249,7 @@ def _mount_argv() -> list[str]:
 def _with_default_command(argv: list[str]) -> list[str]:
     commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
     commands |= {group.name for group in app.registered_groups if group.name}
-    if argv and argv[0] not in commands and argv[0] not in ("-h", "--help"):
+    if argv and argv[0] not in commands and argv[0] not in ("-h", "--help", "-V", "--version"):
         return ["mount", *argv]
     return argv
 

@@ -180,7 +180,7 @@ def warm_command(
     limit = options.max_size_bytes
     if max_size is not None:
         limit = min(limit, _size("--max-size", max_size))
-    resolved = parse_target(target, load_remotes(config))
+    resolved = parse_target(target, load_remotes(config), config)
     only_key = None if file_name is None else resolved.prefix + file_name
     backend = open_backend(resolved, Timeouts(pool_size=max_parallel))
     store = open_store(options.cache_dir, options.max_size_bytes)
@@ -231,7 +231,7 @@ def clear_command(
     directory = (cache_dir or default_cache_dir()).absolute()
     source = None
     if target is not None:
-        source = source_for(parse_target(target, load_remotes(config)))
+        source = source_for(parse_target(target, load_remotes(config), config))
     cleared = tools.clear(directory, source)
     old = (f" and the older cache layout ({cleared.old_layout_files} files)"
            if cleared.old_layout_files else "")
