@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,25 +111,28 @@ async def _serve(
     )
     read_path = await _open_read_path(target, backend, runner, options, namespace)
     operations = ReadOnlyOperations(namespace, read_path, attrs, _description(target, options))
-    pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
-    clean = False
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_terminate_on_signal)
-            await nursery.start(read_path.serve)
-            await nursery.start(namespace.serve)
-            await nursery.start(operations.serve)
-            nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
-            await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
-            nursery.cancel_scope.cancel()
-        clean = True
-    finally:
-        # pyfuse3 advises against unmounting from a session that failed; the
-        # session is closed first, so a lazy fusermount afterwards cannot hang.
-        pyfuse3.close(unmount=clean)
-        if not clean:
-            unmount(mountpoint, lazy=True)
-        log.info("unmounted %s", mountpoint)
+    # Signals are received from before the mount exists: a SIGTERM sent as soon as the
+    # mountpoint shows up in mountinfo must unmount, not kill the process mid-mount.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
+        clean = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_terminate_on_signal, signals)
+                await nursery.start(read_path.serve)
+                await nursery.start(namespace.serve)
+                await nursery.start(operations.serve)
+                nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
+                await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
+                nursery.cancel_scope.cancel()
+            clean = True
+        finally:
+            # pyfuse3 advises against unmounting from a session that failed; the
+            # session is closed first, so a lazy fusermount afterwards cannot hang.
+            pyfuse3.close(unmount=clean)
+            if not clean:
+                unmount(mountpoint, lazy=True)
+            log.info("unmounted %s", mountpoint)
 
 
 async def _open_read_path(
@@ -175,9 +178,8 @@ async def _when_serving(
     on_ready()
 
 
-async def _terminate_on_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("%s received: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+async def _terminate_on_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("%s received: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        return
