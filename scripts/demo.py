@@ -237,7 +237,7 @@ def main() -> None:
             f"{time.monotonic() - started:.1f}s")
         if args.rtt_ms > 0:
             say(f"the mounts read through a latency relay adding {args.rtt_ms:g} ms of round "
-                f"trip (127.0.0.1:{port}), as an object store in the same region")
+                f"trip ({endpoint}), as an object store in the same region")
 
         with sigint_held():
             mount = stack.enter_context(mounted("demo:food11", work / "objmount", config,
