@@ -18,6 +18,8 @@ Invariants:
   one-block files are (larger files have their own sequential read-ahead);
 - a fetch that fails is forgotten (the reader's own open retries it, and reports
   the error);
+- off while `paused()` says so (an order is published, or the cache keeps its
+  resident set and would not write what is fetched): nothing new starts;
 - FUSE-free and store-free: it is given a fetch callable and a directory's
   listing, so it is tested with fakes. Used on the trio thread only.
 """
@@ -69,6 +71,7 @@ class DirectoryReadAhead:
         small_bytes: int,
         ahead_bytes: int,
         parallel: int,
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.fetch = fetch
         self.files_in = files_in
@@ -76,6 +79,7 @@ class DirectoryReadAhead:
         self.small_bytes = small_bytes
         self.ahead_bytes = ahead_bytes
         self.parallel = max(1, parallel)
+        self.paused = paused
         self.in_flight = 0
         self.fetches_started = 0
         self._dirs: dict[str, _Directory] = {}
@@ -100,7 +104,7 @@ class DirectoryReadAhead:
 
     def missed(self, obj: ObjectInfo) -> None:
         """Note that opening `obj` needed a GET; the MISSES_TO_START-th starts its directory."""
-        if not self.enabled or not 0 < obj.size <= self.small_bytes:
+        if not self.enabled or not 0 < obj.size <= self.small_bytes or self.paused():
             return
         prefix = directory_of(obj.key)
         directory = self._dirs.setdefault(prefix, _Directory(prefix))
@@ -125,6 +129,8 @@ class DirectoryReadAhead:
 
     def _pump(self) -> None:
         """Start fetches, round-robin over active directories, while there is room."""
+        if self.paused():
+            return
         blocked = 0  # directories in a row with no room: stop when all are
         while self.in_flight < self.parallel and self._turns and blocked < len(self._turns):
             directory = self._turns[0]

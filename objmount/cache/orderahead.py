@@ -406,6 +406,8 @@ class OrderAhead:
 
     def _launch(self) -> None:
         """Start fetches while there is room: the orders with the fewest files ahead first."""
+        if self._nursery is None:  # shutting down
+            return
         blocked: set[str] = set()
         while self.in_flight < self.parallel:
             candidates = [o for o in self._orders.values() if o.client not in blocked]
@@ -420,7 +422,6 @@ class OrderAhead:
             order.frontier = entry.index + 1
             self.in_flight += 1
             self.gets_started += 1
-            assert self._nursery is not None
             self._nursery.start_soon(self._fetch, order, entry)
 
     def _next_to_fetch(self, order: _Order) -> _Entry | None:
