@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from objmount import __version__, daemon
+from objmount import __version__, controlcli, daemon
 from objmount import log as logsetup
 from objmount.backends import Timeouts
 from objmount.cache import cli as cache_cli
@@ -39,6 +39,8 @@ app = typer.Typer(
 app.add_typer(etl_app, name="etl")
 app.add_typer(cache_cli.cache_app, name="cache")
 app.command("warm")(cache_cli.warm_command)
+app.command("prefetch")(controlcli.prefetch_command)
+app.command("stats")(controlcli.stats_command)
 
 
 @app.command("mount")
