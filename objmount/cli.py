@@ -18,6 +18,7 @@ from objmount import __version__, controlcli, daemon
 from objmount import log as logsetup
 from objmount.backends import Timeouts
 from objmount.cache import cli as cache_cli
+from objmount.cache import settings as cache_settings
 from objmount.config import default_config_path, load_remotes, parse_target
 from objmount.errors import ConfigError, ObjmountError
 from objmount.etl.cli import etl_app
@@ -127,6 +128,7 @@ def mount_command(
     read_ahead: cache_cli.ReadAheadOpt = cache_cli.READ_AHEAD_DEFAULT,
     max_buffer_memory: cache_cli.MaxBufferMemoryOpt = cache_cli.MAX_BUFFER_MEMORY_DEFAULT,
     dir_read_ahead: cache_cli.DirReadAheadOpt = cache_cli.DIR_READ_AHEAD_DEFAULT,
+    order_ahead: cache_cli.OrderAheadOpt = cache_settings.DEFAULT_ORDER_AHEAD,
     verbose: VerboseOpt = 0,
     log_file: LogFileOpt = None,
 ) -> None:
@@ -158,7 +160,7 @@ def mount_command(
         ),
         cache=cache_cli.cache_options(
             cache_mode, cache_dir, cache_max_size, cache_mem, block_size, read_ahead,
-            max_buffer_memory, dir_read_ahead,
+            max_buffer_memory, dir_read_ahead, order_ahead,
         ),
     )
     if daemon_mode:

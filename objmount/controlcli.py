@@ -40,7 +40,7 @@ def prefetch_command(
 ) -> None:
     """Tell a mount the order in which files will be read: it fetches them ahead, in that order
     (directory read-ahead stays off meanwhile)."""
-    if (order is None) == cancel:
+    if (order is not None) == cancel:
         raise ObjmountError("give either --order FILE or --cancel")
     where, base = control.control_of(mountpoint)
     payload = b""

@@ -39,6 +39,9 @@ class MountControl:
         if not isinstance(path, CachedReadPath):
             raise ControlError("unavailable", "this mount has no block cache (--cache-mode "
                                "off): there is nowhere to prefetch to")
+        if path.options.order_ahead == 0:
+            raise ControlError("unavailable", "order prefetch is off on this mount "
+                               "(--order-ahead 0)")
         client = request.header.get("client", f"pid:{request.peer.pid}")
         if not isinstance(client, str) or not 0 < len(client) <= MAX_CLIENT_CHARS:
             raise ControlError("bad_request", f"'client' must be a name of 1 to "

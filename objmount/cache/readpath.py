@@ -170,6 +170,8 @@ class CachedReadPath:
             # Half the GET threads: demand reads always have the other half.
             parallel=runner.limiter.total_tokens // 2,
             paused=self._dir_ahead_paused,
+            cache_bytes=(self.policy.capacity_bytes if self.policy is not None
+                         else options.max_size_bytes),
         )
         self._flights: dict[BlockKey, _Flight] = {}
         self._nursery: trio.Nursery | None = None
@@ -487,6 +489,9 @@ async def open_cached_read_path(
     policy = ResidentSetPolicy(options.max_size_bytes, on_change=_log_policy_change)
     store = await disk_runner.call_once(open_store, options.cache_dir, options.max_size_bytes,
                                         policy)
+    if store is not None:  # what blocks may take: the cap counts the index too
+        policy.capacity_bytes = max(0, options.max_size_bytes
+                                    - await disk_runner.call_once(store.overhead_bytes))
     return CachedReadPath(backend, runner, store, source, options, disk_runner, files_in,
                           resolve, key_prefix)
 
