@@ -19,7 +19,7 @@ import pytest
 from tests.crafted_cache import AS_NOBODY, SYSTEM_PYTHON
 from tests.integration.conftest import data
 from tests.integration.mounting import MountProcess, mount_stats, mounted, objmount
-from tests.integration.stores import TestStore, put_many
+from tests.integration.stores import TestStore, gets_seen, put_many
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.net import wait_until
 
@@ -52,20 +52,8 @@ def images(store: TestStore) -> dict[str, bytes]:
     return objects
 
 
-@pytest.fixture
-def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
-    """A relay in front of the store's object requests, and an rclone.conf through it."""
-    with FaultProxy(store.data_port) as proxy:
-        conf = tmp_path / "relayed.conf"
-        conf.write_text(store.rclone_section_through("remote", proxy.url))
-        yield proxy, conf
-
-
 def object_gets(proxy: FaultProxy, store: TestStore, keys: list[str]) -> list[str]:
-    """The keys of the object GETs the relay saw, in the order they came."""
-    by_path = {store.object_path(CONTAINER, key): key for key in keys}
-    return [by_path[path] for e in list(proxy.exchanges)
-            if e.method == "GET" and (path := e.target.split("?")[0]) in by_path]
+    return gets_seen(proxy, store, CONTAINER, keys)
 
 
 def cli(*args: str, without_torch: bool = False) -> subprocess.CompletedProcess[str]:
