@@ -192,6 +192,9 @@ class OrderAhead:
         self._orders: dict[str, _Order] = {}
         self._nursery: trio.Nursery | None = None
 
+    def __len__(self) -> int:
+        return len(self._orders)
+
     @property
     def active(self) -> bool:
         """True while any order is published (directory read-ahead stays off meanwhile)."""

@@ -77,7 +77,7 @@ class CacheStats(ReadStats):
         self.prefetch_unused_bytes = ahead.unused_bytes
         self.prefetch_buffer_bytes = ahead.held_bytes
         self.prefetch_ahead_files = path.orders.ahead_files()
-        self.orders = len(path.orders.orders())
+        self.orders = len(path.orders)
         self.order_missing_files = path.orders.files_missing
         if path.policy is not None:
             self.cache_holding = int(path.policy.holding)
@@ -234,11 +234,11 @@ class CachedReadPath:
     # The AheadTarget of the orders (orderahead.py): an object's first block.
 
     async def needs_get(self, objects: list[ObjectInfo]) -> list[bool]:
-        """Which objects' first blocks are neither in memory, nor on their way, nor on disk.
-        One disk thread call for all of them."""
+        """Which objects' first blocks are neither in memory, nor on their way, nor on disk
+        (nor larger than the whole buffer). One disk thread call for all of them."""
         keys = [self._first_key(obj) for obj in objects]
-        needs = [key not in self.hot and key not in self.ahead and key not in self._flights
-                 for key in keys]
+        needs = [key.length <= self.ahead.max_bytes and key not in self.hot
+                 and key not in self.ahead and key not in self._flights for key in keys]
         store = self.store
         if store is not None and any(needs):
             unknown = [i for i, need in enumerate(needs) if need]
@@ -466,8 +466,8 @@ class CachedHandle:
 
     async def close(self) -> None:
         self.prefetcher.close()
-        # A block fetched ahead for this file that no read claimed (opened, never read).
-        self.path.ahead.drop(self.blocks.key(0), unused=False)
+        if self.path.ahead:  # a block fetched ahead for this file, opened but never read
+            self.path.ahead.drop(self.blocks.key(0), unused=False)
 
     def _consumed(self, index: int, data: bytes) -> None:
         # A block read to its end may be read again soon (another epoch, another reader).

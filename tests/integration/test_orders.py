@@ -6,9 +6,7 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -16,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.control_raw import raw_request
 from tests.crafted_cache import AS_NOBODY, SYSTEM_PYTHON
 from tests.integration.conftest import data
 from tests.integration.mounting import MountProcess, mount_stats, mounted, objmount
 from tests.integration.stores import TestStore, gets_seen, put_many
+from tests.no_torch import objmount_without_torch
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.net import wait_until
 
@@ -30,18 +30,6 @@ CONTAINER = "ordered"
 FILES = 120
 # What a test waits for at most: GETs of a few MiB through a local relay.
 DEADLINE_S = 60
-# As objmount.torch's users' environment without torch (tests/unit/test_torch_sampler.py).
-NO_TORCH = ("import sys\n"
-            "class NoTorch:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'torch' or name.startswith('torch.'):\n"
-            "            raise ImportError(name)\n"
-            "sys.meta_path.insert(0, NoTorch())\n"
-            "from objmount.cli import main\n"
-            "sys.argv[0] = 'objmount'\n"
-            "main()\n")
-
-
 @pytest.fixture(scope="session")
 def images(store: TestStore) -> dict[str, bytes]:
     """Container `ordered`: FILES files of 40-76 KB in 4 class directories."""
@@ -58,11 +46,7 @@ def object_gets(proxy: FaultProxy, store: TestStore, keys: list[str]) -> list[st
 
 def cli(*args: str, without_torch: bool = False) -> subprocess.CompletedProcess[str]:
     """The objmount CLI (in an interpreter where torch cannot be imported, if asked)."""
-    if not without_torch:
-        return objmount(*args)
-    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True,
-                          text=True, timeout=60, check=False,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return objmount_without_torch(*args) if without_torch else objmount(*args)
 
 
 def publish(mount: MountProcess, order: list[str], tmp_path: Path, *args: str,
@@ -149,20 +133,6 @@ def test_readers_in_several_threads_out_of_order_keep_the_position(
 
 def control_socket(mount: MountProcess) -> str:
     return json.loads(os.getxattr(mount.path, "user.objmount.mount"))["control"]
-
-
-def raw_request(path: str, message: bytes) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(DEADLINE_S)
-        sock.connect(path)
-        sock.sendall(message)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return json.loads(reply)
 
 
 @pytest.mark.parametrize("message, code", [

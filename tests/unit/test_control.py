@@ -22,6 +22,7 @@ import trio.testing
 from objmount import control, controlserver
 from objmount.control import ControlError
 from objmount.controlserver import ControlServer, Request
+from tests.control_raw import raw_request
 from tests.crafted_cache import AS_NOBODY, SYSTEM_PYTHON
 from tests.unit.trio_test import trio_test
 
@@ -53,23 +54,6 @@ async def serving(socket_path: Path, handlers: dict | None = None,
         await nursery.start(server.serve)
         yield server
         nursery.cancel_scope.cancel()
-
-
-def raw(socket_path: Path, data: bytes, *, close: bool = False) -> dict | None:
-    """Send `data` (then close, if asked, without waiting); return the reply, or None."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(30)
-        sock.connect(str(socket_path))
-        sock.sendall(data)
-        if close:
-            return None
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return json.loads(reply) if reply else None
 
 
 async def in_thread(fn: Callable, *args: object, **kwargs: object) -> object:
@@ -127,7 +111,7 @@ async def test_a_malformed_or_oversized_request_gets_an_error_reply_and_a_log_li
 ) -> None:
     caplog.set_level(logging.WARNING, "objmount.controlserver")
     async with serving(tmp_path / "c.sock", {"order": Orders()}) as server:
-        reply = await in_thread(raw, tmp_path / "c.sock", data)
+        reply = await in_thread(raw_request, tmp_path / "c.sock", data)
         assert reply is not None and reply["ok"] is False and reply["error"] == code
         assert server.refused == 1
         # The server goes on: the next request is answered.
@@ -182,7 +166,7 @@ async def test_a_request_not_complete_within_the_deadline_is_answered_timeout(
 ) -> None:
     monkeypatch.setattr(controlserver, "REQUEST_DEADLINE_S", 0.2)
     async with serving(tmp_path / "c.sock", {"order": Orders()}):
-        reply = await in_thread(raw, tmp_path / "c.sock", b'{"v": 1, "op": "ord')
+        reply = await in_thread(raw_request, tmp_path / "c.sock", b'{"v": 1, "op": "ord')
     assert reply is not None and reply["error"] == "timeout"
 
 
@@ -190,9 +174,9 @@ async def test_a_request_not_complete_within_the_deadline_is_answered_timeout(
 async def test_a_client_that_leaves_mid_message_is_dropped(tmp_path: Path) -> None:
     orders = Orders()
     async with serving(tmp_path / "c.sock", {"order": orders}) as server:
-        await in_thread(raw, tmp_path / "c.sock",
+        await in_thread(raw_request, tmp_path / "c.sock",
                         control.header_line("order", 1000) + b"only part", close=True)
-        await in_thread(raw, tmp_path / "c.sock", b'{"v": 1, "op"', close=True)
+        await in_thread(raw_request, tmp_path / "c.sock", b'{"v": 1, "op"', close=True)
         assert (await in_thread(control.request, str(tmp_path / "c.sock"), "hello"))["ok"]
         assert orders.received == [] and server.refused == 0
 

@@ -2,8 +2,6 @@
 items), what it would publish (control.request recorded), and objmount without torch."""
 
 import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -15,8 +13,7 @@ from objmount import control
 from objmount import torch as objmount_torch
 from objmount.mounts import ObjmountMount
 from objmount.torch import PrefetchSampler
-
-REPO = Path(__file__).parents[2]
+from tests.no_torch import without_torch
 
 
 class Folder:
@@ -156,22 +153,6 @@ def test_a_sampler_without_end_is_published_slice_by_slice(
             break
     assert taken == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
     assert [len(o["paths"]) for o in sent] == [4, 4, 4]
-
-
-NO_TORCH = """
-import sys
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError(f"No module named {name!r} (blocked)")
-sys.meta_path.insert(0, NoTorch())
-"""
-
-
-def without_torch(code: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-c", NO_TORCH + code], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
 
 
 def test_objmount_and_its_cli_work_without_torch() -> None:
