@@ -14,14 +14,15 @@ from typing import Annotated
 
 import typer
 
-from objmount import __version__, daemon
+from objmount import __version__, controlcli, daemon
 from objmount import log as logsetup
 from objmount.backends import Timeouts
 from objmount.cache import cli as cache_cli
+from objmount.cache import settings as cache_settings
 from objmount.config import default_config_path, load_remotes, parse_target
 from objmount.errors import ConfigError, ObjmountError
 from objmount.etl.cli import etl_app
-from objmount.mountpoint import is_mounted, unmount
+from objmount.mountpoint import is_mounted, propagation_warning, unmount
 from objmount.options import ConfigOpt, LogFileOpt, VerboseOpt
 from objmount.units import parse_duration_s
 
@@ -36,9 +37,30 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"objmount {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", is_eager=True, callback=_print_version,
+                     help="Print objmount's version and exit."),
+    ] = False,
+) -> None:
+    """Options before the command: only --version (the app's help is its own)."""
+
+
 app.add_typer(etl_app, name="etl")
 app.add_typer(cache_cli.cache_app, name="cache")
 app.command("warm")(cache_cli.warm_command)
+app.command("prefetch")(controlcli.prefetch_command)
+app.command("stats")(controlcli.stats_command)
 
 
 @app.command("mount")
@@ -125,6 +147,7 @@ def mount_command(
     read_ahead: cache_cli.ReadAheadOpt = cache_cli.READ_AHEAD_DEFAULT,
     max_buffer_memory: cache_cli.MaxBufferMemoryOpt = cache_cli.MAX_BUFFER_MEMORY_DEFAULT,
     dir_read_ahead: cache_cli.DirReadAheadOpt = cache_cli.DIR_READ_AHEAD_DEFAULT,
+    order_ahead: cache_cli.OrderAheadOpt = cache_settings.DEFAULT_ORDER_AHEAD,
     verbose: VerboseOpt = 0,
     log_file: LogFileOpt = None,
 ) -> None:
@@ -156,15 +179,17 @@ def mount_command(
         ),
         cache=cache_cli.cache_options(
             cache_mode, cache_dir, cache_max_size, cache_mem, block_size, read_ahead,
-            max_buffer_memory, dir_read_ahead,
+            max_buffer_memory, dir_read_ahead, order_ahead,
         ),
     )
+    if allow_other and (warning := propagation_warning(mountpoint.absolute())):
+        typer.echo(f"objmount: warning: {warning}", err=True)  # the child, if any, logs it
     if daemon_mode:
         child_args = [a for a in _mount_argv() if a != "--daemon"]
         pid = daemon.start_daemon(child_args, log_file, parse_duration_s(daemon_timeout))
         typer.echo(f"objmount: mounted {target} on {mountpoint} (pid {pid})", err=True)
         return
-    resolved = parse_target(target, load_remotes(config))
+    resolved = parse_target(target, load_remotes(config), config)
     try:
         run(resolved, options, on_ready=lambda: daemon.notify_parent(None))
     except ObjmountError as exc:
@@ -210,8 +235,8 @@ def remotes_command(config: ConfigOpt = None) -> None:
 
 @app.command("version")
 def version_command() -> None:
-    """Print objmount's version."""
-    typer.echo(__version__)
+    """Print objmount's version (as --version does)."""
+    _print_version(True)
 
 
 def _config_path(config: Path | None) -> Path | None:
@@ -228,7 +253,7 @@ def _mount_argv() -> list[str]:
 def _with_default_command(argv: list[str]) -> list[str]:
     commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
     commands |= {group.name for group in app.registered_groups if group.name}
-    if argv and argv[0] not in commands and argv[0] not in ("-h", "--help"):
+    if argv and argv[0] not in commands and argv[0] not in ("-h", "--help", "-V", "--version"):
         return ["mount", *argv]
     return argv
 

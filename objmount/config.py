@@ -195,8 +195,14 @@ def _env_sections(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return sections
 
 
-def parse_target(spec: str, remotes: Mapping[str, Remote]) -> Target:
-    """Turn `remote:container[/prefix]` (or `:type:container`) into a Target."""
+def parse_target(
+    spec: str, remotes: Mapping[str, Remote], config_path: Path | None = None
+) -> Target:
+    """Turn `remote:container[/prefix]` (or `:type:container`) into a Target.
+
+    `config_path` is the --config the remotes were read with (None: the default
+    path), named when the remote is not among them.
+    """
     if spec.startswith(":"):
         kind, sep, path = spec[1:].partition(":")
         if not sep or not kind:
@@ -210,8 +216,10 @@ def parse_target(spec: str, remotes: Mapping[str, Remote]) -> Target:
             )
         if name not in remotes:
             known = ", ".join(sorted(remotes)) or "none"
+            read = config_path or default_config_path(os.environ)
+            source = f"read {read}" if read.is_file() else f"no config file at {read}"
             raise ConfigError(
-                f"remote {name!r} is not configured (configured remotes: {known}); "
+                f"remote {name!r} is not configured (configured remotes: {known}; {source}); "
                 "add it to rclone.conf or set OBJMOUNT_CONFIG_"
                 f"{name.upper()}_TYPE"
             )

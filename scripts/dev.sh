@@ -2,8 +2,10 @@
 # objmount's two entry points on a fresh Debian machine (root, or a user with sudo):
 #   bash scripts/dev.sh demo   set everything up, start a local S3 server, load a sample
 #                              dataset with objmount etl, mount it, train over it, clean up
-#   bash scripts/dev.sh test   set everything up and run the whole test suite (what CI runs)
-#   bash scripts/dev.sh setup  only install system packages and the Python environment
+#   bash scripts/dev.sh test   set everything up and run the whole test suite (what CI runs),
+#                              its Docker tier included (a private dockerd it starts itself)
+#   bash scripts/dev.sh setup  only install system packages and the Python environment,
+#                              the Docker tier's included
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +14,12 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 VENV="${OBJMOUNT_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# The Docker tier of the tests (tests/integration/docker_tier): Debian's engine, compose
+# 1.29 and mmdebstrap for the local base image. The demo needs none of them.
+DOCKER_TIER_PACKAGES=(docker.io docker-compose mmdebstrap)
+
 system_packages() {
-    local wanted=(fuse3 libfuse3-dev pkg-config gcc)
+    local wanted=(fuse3 libfuse3-dev pkg-config gcc "$@")
     # Debian's python3 needs its venv and headers packages; a pyenv or distro-built one has them.
     "$PYTHON" -c 'import ensurepip' 2>/dev/null || wanted+=(python3-venv)
     "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
@@ -25,14 +31,26 @@ system_packages() {
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing system packages: ${missing[*]}"
         $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+        # Installing docker.io must not start the system's dockerd (a bridge, iptables
+        # rules): the tests start a private one. policy-rc.d says no to every service start.
+        local policy=/usr/sbin/policy-rc.d added_policy=""
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+            $SUDO chmod +x "$policy"
+            added_policy=1
+        fi
+        local status=0
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null \
+            || status=$?
+        if [ -n "$added_policy" ]; then $SUDO rm -f "$policy"; fi
+        return "$status"
     fi
 }
 
 python_env() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
-        "$VENV/bin/pip" install -q --upgrade pip
+        "$VENV/bin/pip" install -qq --upgrade pip
     fi
     # Reinstall only when the dependency list changed.
     local stamp="$VENV/.objmount-installed"
@@ -40,20 +58,21 @@ python_env() {
     wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
         # torch: the demo and the training tests need it (pinned in pyproject.toml).
-        "$VENV/bin/pip" install -q -e ".[test,torch]"
+        # PYTHONWARNINGS: setuptools' "Editable installation" notice is not for users.
+        PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/pip" install -qq -e ".[test,torch]"
         echo "$wanted" > "$stamp"
     fi
 }
 
 setup() {
-    system_packages
+    system_packages "$@"
     python_env
 }
 
 case "${1:-}" in
-    setup) setup ;;
+    setup) setup "${DOCKER_TIER_PACKAGES[@]}" ;;
     test)
-        setup
+        setup "${DOCKER_TIER_PACKAGES[@]}"
         "$VENV/bin/ruff" check .
         exec "$VENV/bin/pytest" -q "${@:2}"
         ;;

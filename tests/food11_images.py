@@ -2,13 +2,16 @@
 
 tests/food11_archive.py makes images of pure noise (right for checking bytes);
 training needs a signal, so here every image is its class's colour plus noise,
-as a real JPEG. Paths follow the raw Food-11 archive (`{split}/{label}_{n}.jpg`);
+as a real JPEG: `jpeg` a small one (1-2 KB, for tests), `photo` one of a real
+photo's size (60-120 KB, as Food-11's, for the demo). Paths follow the raw Food-11
+archive (`{split}/{label}_{n}.jpg`);
 `tests.food11_archive.transformed` gives the layout objmount's ETL loads
 (`{split}/class_{label:02d}/{label}_{n}.jpg`), the one ImageFolder reads.
 """
 
 import io
 import random
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -38,10 +41,28 @@ def jpeg(label: int, seed: str, size_px: int = SIZE_PX) -> bytes:
     return out.getvalue()
 
 
-def food11_images(per_split: dict[str, int]) -> dict[str, bytes]:
-    """Return `{split}/{label}_{n}.jpg` -> JPEG, `per_split[split]` images per class."""
+# A square of 320-440 px of the class colour with 40% noise is a JPEG of 60-120 KB at
+# quality 90 (its size grows with the area), made in about 5 ms.
+PHOTO_SIDE_PX = (320, 440)
+PHOTO_NOISE = 0.4
+
+
+def photo(label: int, seed: str) -> bytes:
+    """Return a JPEG of a photo's size (60-120 KB): the class colour blended with noise."""
+    rng = random.Random(seed)
+    side = rng.randint(*PHOTO_SIDE_PX)
+    noise = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+    image = Image.blend(Image.new("RGB", (side, side), class_colour(label)), noise, PHOTO_NOISE)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def food11_images(per_split: dict[str, int],
+                  image: Callable[[int, str], bytes] = jpeg) -> dict[str, bytes]:
+    """Return `{split}/{label}_{n}.jpg` -> `image(label, seed)`, `per_split[split]` per class."""
     return {
-        f"{split}/{label}_{n}.jpg": jpeg(label, f"{split}/{label}/{n}")
+        f"{split}/{label}_{n}.jpg": image(label, f"{split}/{label}/{n}")
         for split, count in per_split.items()
         for label in range(CLASSES)
         for n in range(count)

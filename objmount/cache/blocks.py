@@ -438,9 +438,6 @@ class BlockStore:
                 size = stored_bytes(key.length)
                 if size > self.max_size_bytes or paused:
                     continue
-                if not self.policy.admit(key, size):
-                    self.counters.not_admitted += 1
-                    continue
                 name = name_of(key)
                 if name in self._writing:  # another thread is writing it
                     continue
@@ -461,8 +458,10 @@ class BlockStore:
         try:
             with self._index.write() as tx:
                 overhead = self.overhead_bytes()
-                owned = [self._reserve(tx, key, name, size, overhead)
-                         for _, key, name, size in todo]
+                # Admitted one by one, each after the evictions of those before it (the
+                # policy learns from them that the cache is full).
+                owned = [self._reserve(tx, key, name, size, overhead) if self._admit(key, size)
+                         else None for _, key, name, size in todo]
         except Exception as exc:  # SQLite, the disk, or the policy: nothing was changed
             self._write_failed(exc)
             return
@@ -503,6 +502,13 @@ class BlockStore:
                 self.counters.writes += 1
                 self.policy.inserted(key)
             results[i] = (True, None if fd is None else OpenBlock(fd, head))
+
+    def _admit(self, key: BlockKey, size: int) -> bool:
+        with self._lock:
+            if self.policy.admit(key, size):
+                return True
+            self.counters.not_admitted += 1
+            return False
 
     def _forget_rows(self, names: list[str]) -> None:
         """Delete the rows reserved for files that were not written."""
@@ -874,15 +880,17 @@ def remove_block_files(blocks_dir: Path) -> int:
     return removed
 
 
-def open_store(directory: Path, max_size_bytes: int) -> BlockStore | None:
-    """Open (creating it if needed) the block store in `directory` for a mount or `warm`.
+def open_store(directory: Path, max_size_bytes: int,
+               policy: EvictionPolicy | None = None) -> BlockStore | None:
+    """Open (creating it if needed) the block store in `directory` for a mount or `warm`,
+    with `policy` (default: LruPolicy).
 
     Returns None, after one warning, if the disk is full: reads then go uncached.
     Raises ConfigError for any other reason it cannot be used (a directory that is not
     private to the user included). Blocks (disk, SQLite).
     """
     try:
-        return BlockStore(directory, max_size_bytes)
+        return BlockStore(directory, max_size_bytes, policy)
     except _STORE_ERRORS as exc:
         if is_disk_full(exc):
             log.warning("the cache disk is full (%s): reading uncached from the store", directory)

@@ -90,6 +90,12 @@ DirReadAheadOpt = Annotated[
                  "opened, fetch its other small (one-block) files into the cache, up to this "
                  "much ahead of the opens (ImageFolder-style reading; 0 turns it off)."),
 ]
+OrderAheadOpt = Annotated[
+    int,
+    typer.Option("--order-ahead", min=0, help="GETs in flight ahead of the readers of a "
+                 "published order (objmount.torch.PrefetchSampler, `objmount prefetch`), "
+                 "within --max-parallel; 0 turns order prefetch off."),
+]
 MaxBufferMemoryOpt = Annotated[
     str,
     typer.Option("--max-buffer-memory", help="All memory for read-ahead and the hot tier "
@@ -118,6 +124,7 @@ def cache_options(
     read_ahead: str,
     max_buffer_memory: str,
     dir_read_ahead: str = DIR_READ_AHEAD_DEFAULT,
+    order_ahead: int = settings.DEFAULT_ORDER_AHEAD,
 ) -> CacheOptions | None:
     """Return the mount's cache settings, or None for --cache-mode off. Raises ConfigError."""
     if mode not in ("full", "off"):
@@ -133,6 +140,7 @@ def cache_options(
         max_buffer_memory_bytes=_size("--max-buffer-memory", max_buffer_memory),
         cache_mem_bytes=_size("--cache-mem", cache_mem),
         dir_read_ahead_bytes=_size("--dir-read-ahead", dir_read_ahead),
+        order_ahead=order_ahead,
     )
     return None if mode == "off" else options
 
@@ -180,7 +188,7 @@ def warm_command(
     limit = options.max_size_bytes
     if max_size is not None:
         limit = min(limit, _size("--max-size", max_size))
-    resolved = parse_target(target, load_remotes(config))
+    resolved = parse_target(target, load_remotes(config), config)
     only_key = None if file_name is None else resolved.prefix + file_name
     backend = open_backend(resolved, Timeouts(pool_size=max_parallel))
     store = open_store(options.cache_dir, options.max_size_bytes)
@@ -231,7 +239,7 @@ def clear_command(
     directory = (cache_dir or default_cache_dir()).absolute()
     source = None
     if target is not None:
-        source = source_for(parse_target(target, load_remotes(config)))
+        source = source_for(parse_target(target, load_remotes(config), config))
     cleared = tools.clear(directory, source)
     old = (f" and the older cache layout ({cleared.old_layout_files} files)"
            if cleared.old_layout_files else "")

@@ -25,14 +25,24 @@ Invariants:
 - a block fetched from the store stays in flight (so held, and charged to the
   budget) until the writer reports it written: nobody misses on disk meanwhile
   and fetches it twice. A clean unmount finishes the writes queued, SIGKILL
-  loses only them;
+  loses only them; whether it is written at all is the store's policy's
+  decision (policy.py: a stable resident set when an epoch reads more than the
+  cache holds);
+- prefetch (an order's, orderahead.py; directory read-ahead) runs at the
+  runner's background priority: a reader's miss always goes first. A block an
+  order fetched ahead is held in the AheadBuffer (memory) until a read claims it
+  or the order drops it, as well as written to disk if the policy admits it;
+  directory read-ahead stays off while an order is active or the cache holds
+  its resident set (what it fetched would not be written);
 - `stats.gets` counts real GETs to the store.
 """
 
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -48,8 +58,10 @@ from objmount.cache.blocks import (
 )
 from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.keys import name_of
-from objmount.cache.memory import HotTier, MemoryBudget
+from objmount.cache.memory import AheadBuffer, HotTier, MemoryBudget
 from objmount.cache.openblocks import OpenBlocks
+from objmount.cache.orderahead import OrderAhead, Resolve
+from objmount.cache.policy import ResidentSetPolicy
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
 from objmount.cache.writer import BlockWriter, Outcome, Write
@@ -77,6 +89,17 @@ class CacheStats(ReadStats):
         path = self._path
         self.buffer_bytes = path.budget.used_bytes
         self.buffer_peak_bytes = path.budget.peak_bytes
+        ahead = path.ahead
+        self.prefetch_used_files = ahead.used_files
+        self.prefetch_unused_files = ahead.unused_files
+        self.prefetch_unused_bytes = ahead.unused_bytes
+        self.prefetch_buffer_bytes = ahead.held_bytes
+        self.prefetch_ahead_files = path.orders.ahead_files()
+        self.orders = len(path.orders)
+        self.order_missing_files = path.orders.files_missing
+        if path.policy is not None:
+            self.cache_holding = int(path.policy.holding)
+            self.cache_not_admitted = path.policy.refused
         if path.store is not None:
             counters = path.store.counters
             self.corrupt_blocks = counters.corrupt
@@ -95,6 +118,23 @@ class _Flight:
     data: bytes | bytearray | None = None
     error: Exception | None = None
     writing: bool = False  # with the writer: it ends the flight
+    prefetch: bool = False  # an order's prefetch (orderahead.py)
+    claimed: bool = False  # a reader joined it: the buffer need not hold it
+    fetched: bool = False  # a GET, not a disk read
+
+    def claim(self, buffer: AheadBuffer, nbytes: int) -> None:
+        """A reader joins: a prefetch is then used (counted in `buffer`), not held."""
+        if self.prefetch and not self.claimed:
+            buffer.used_files += 1
+            buffer.used_bytes += nbytes
+        self.claimed = True
+
+    async def result_for(self, waiter: "_GetCounter | None") -> bytes | bytearray | None:
+        """The block, as `result`; counts in `waiter.gets` that it came from the store."""
+        data = await self.result()
+        if waiter is not None and self.fetched:
+            waiter.gets += 1
+        return data
 
     async def result(self) -> bytes | bytearray | None:
         await self.done.wait()
@@ -128,9 +168,13 @@ class CachedReadPath:
         options: CacheOptions,
         disk_runner: Runner | None = None,
         files_in: Callable[[str], Iterable[ObjectInfo]] | None = None,
+        resolve: Resolve | None = None,
+        key_prefix: str = "",
     ) -> None:
         """`files_in(prefix)` returns the listed files of a directory (for directory
-        read-ahead; without it, there is none)."""
+        read-ahead; without it, there is none). `resolve(path)` returns the object at a
+        path relative to the mount's root, whose key is `key_prefix` + path (for orders;
+        without it, orders find nothing)."""
         self.backend = backend
         self.runner = runner
         self.store = store
@@ -144,6 +188,14 @@ class CachedReadPath:
             block_size_bytes=options.block_size_bytes,
             max_window_bytes=options.read_ahead_bytes,
         )
+        policy = store.policy if store is not None else None
+        self.policy = policy if isinstance(policy, ResidentSetPolicy) else None
+        # Half the memory budget at most: read-ahead and the hot tier keep the rest.
+        self.ahead = AheadBuffer(self.budget, options.max_buffer_memory_bytes // 2)
+        self.orders = OrderAhead(
+            self, resolve or _resolve_nothing, key_prefix, parallel=options.order_ahead,
+            on_epoch_bytes=self.policy.expect_reads if self.policy is not None else None,
+        )
         self.stats = CacheStats(self)
         self.dir_ahead = DirectoryReadAhead(
             self.fetch_ahead, files_in or (lambda prefix: ()), self.spawn,
@@ -151,6 +203,9 @@ class CachedReadPath:
             ahead_bytes=options.dir_read_ahead_bytes if files_in else 0,
             # Half the GET threads: demand reads always have the other half.
             parallel=runner.limiter.total_tokens // 2,
+            paused=self._dir_ahead_paused,
+            cache_bytes=(self.policy.capacity_bytes if self.policy is not None
+                         else options.max_size_bytes),
         )
         self.open_blocks = OpenBlocks()
         self.writer = BlockWriter(store, self._written) if store is not None else None
@@ -170,6 +225,7 @@ class CachedReadPath:
                     nursery.start_soon(self._maintain, self.store)
                 if self.writer is not None:
                     self.writer.start()
+                await nursery.start(self.orders.serve)
                 task_status.started()
                 try:
                     await trio.sleep_forever()
@@ -197,6 +253,7 @@ class CachedReadPath:
 
     async def open(self, obj: ObjectInfo, keep_cache: bool = False
                    ) -> "OneBlockHandle | CachedHandle":
+        self.orders.opened(obj)
         self.dir_ahead.opened(obj)
         if obj.size <= self.options.block_size_bytes:
             return OneBlockHandle(self, obj, fetch_now=not keep_cache)
@@ -204,7 +261,7 @@ class CachedReadPath:
 
     async def fetch_ahead(self, obj: ObjectInfo) -> None:
         """Bring a one-block object into the disk cache unless it is there or on its way."""
-        key = block_key(self.source, obj, self.options.block_size_bytes, 0)
+        key = self._first_key(obj)
         name = name_of(key)
         if key in self.hot or key in self._flights or name in self.open_blocks:
             return
@@ -212,6 +269,71 @@ class CachedReadPath:
         await flight.done.wait()
         if flight.error is not None:
             raise flight.error
+
+    def _dir_ahead_paused(self) -> bool:
+        return self.orders.active or (self.policy is not None and self.policy.holding)
+
+    def _first_key(self, obj: ObjectInfo) -> BlockKey:
+        return block_key(self.source, obj, self.options.block_size_bytes, 0)
+
+    # The AheadTarget of the orders (orderahead.py): an object's first block.
+
+    async def needs_get(self, objects: list[ObjectInfo]) -> list[bool]:
+        """Which objects' first blocks are neither in memory, nor on their way, nor on disk
+        (nor larger than the whole buffer). One disk thread call for all of them."""
+        keys = [self._first_key(obj) for obj in objects]
+        needs = [key.length <= self.ahead.max_bytes and key not in self.hot
+                 and key not in self.ahead and key not in self._flights for key in keys]
+        store = self.store
+        if store is not None and any(needs):
+            unknown = [i for i, need in enumerate(needs) if need]
+            stored = await self.disk_runner.call_once(
+                lambda: [store.contains(keys[i]) for i in unknown])
+            for i, present in zip(unknown, stored, strict=True):
+                needs[i] = not present
+        return needs
+
+    def reserve(self, obj: ObjectInfo) -> bool:
+        return self.ahead.reserve(self._first_key(obj).length)
+
+    async def fetch(self, obj: ObjectInfo) -> bool:
+        """GET the first block (background priority) into the AheadBuffer, under the
+        reservation made for it. Raises what the GET raises."""
+        key = self._first_key(obj)
+        if key in self.hot or key in self.ahead or key in self._flights:
+            self.ahead.unreserve(key.length)  # there already, or on its way
+            return True
+        flight = _Flight(trio.Event(), prefetch=True)
+        self._launch(key, flight, lambda: self._fly_ahead(obj, key, flight))
+        await flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        return True
+
+    def drop(self, obj: ObjectInfo) -> None:
+        self.ahead.drop(self._first_key(obj))
+
+    async def _fly_ahead(self, obj: ObjectInfo, key: BlockKey, flight: _Flight) -> None:
+        name = name_of(key)
+        data = None
+        try:
+            self.stats.prefetch_gets += 1
+            flight.fetched = True
+            data = (await self._fetch(obj, key, name, read_disk=False, present_ok=False,
+                                      background=True)).data
+            flight.data = data
+        except Exception as exc:  # raised in every reader that joined
+            flight.error = exc
+        finally:
+            # Before the event (and with no await between): a reader looking now finds
+            # the block in the buffer, or joins this flight and claims it.
+            if data is not None and not flight.claimed:
+                self.ahead.fill(key, data)
+            else:
+                self.ahead.unreserve(key.length)
+            flight.done.set()
+        if data is not None:
+            self._store_fetched(key, name, data, flight)
 
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run `fn` in the background (in serve's nursery)."""
@@ -222,9 +344,10 @@ class CachedReadPath:
     # Block lookups (the BlockSource of every open file).
 
     def lookup_now(self, key: BlockKey, name: str, start: int, end: int) -> ReadBytes | None:
-        """Bytes [start, end) of a block from memory, or from its file kept open if the
-        kernel has its pages; None if neither. On the trio thread, never waits."""
-        data = self.hot.get(key)
+        """Bytes [start, end) of a block from memory (the hot tier, or fetched ahead for an
+        order: claimed), or from its file kept open if the kernel has its pages; None if
+        none of them. On the trio thread, never waits."""
+        data = self.hot.get(key) or self.ahead.claim(key)
         if data is not None:
             self._hit(memory=True)
             return _slice(data, start, end)
@@ -243,22 +366,31 @@ class CachedReadPath:
         return self._flights.get(key) or self._start_flight(obj, key, name, ahead=False,
                                                              check_disk=check_disk)
 
-    async def fetch_block(self, obj: ObjectInfo, key: BlockKey) -> bytes | bytearray:
+    async def _join(self, flight: _Flight, key: BlockKey, waiter: "_GetCounter | None"
+                    ) -> bytes | bytearray | None:
+        """A reader's wait for `flight`: claims it if an order fetches it ahead."""
+        flight.claim(self.ahead, key.length)
+        return await flight.result_for(waiter)
+
+    async def fetch_block(self, obj: ObjectInfo, key: BlockKey,
+                          waiter: "_GetCounter | None" = None) -> bytes | bytearray:
         """Return a whole block: from memory, a file kept open, a lookup in flight, from
-        disk, or a GET."""
+        disk, or a GET (counted in `waiter.gets`)."""
         name = name_of(key)
         found = self.lookup_now(key, name, 0, key.length)
         if found is not None:
             return bytes(found) if isinstance(found, memoryview) else found  # whole: not one
-        data = await self.flight_of(obj, key, name).result()
+        data = await self._join(self.flight_of(obj, key, name), key, waiter)
         if data is None:  # a read-ahead's check found it on disk
             data = await self._read_disk(key, name, 0, key.length)
-        return data if data is not None else await self._get_now(obj, key, name)
+        return data if data is not None else await self._get_now(obj, key, name, waiter)
 
     async def read_range(
-        self, obj: ObjectInfo, key: BlockKey, start: int, end: int
+        self, obj: ObjectInfo, key: BlockKey, start: int, end: int,
+        waiter: "_GetCounter | None" = None,
     ) -> ReadBytes:
-        """Return bytes [start, end) of a block, reading only what is needed from disk."""
+        """Return bytes [start, end) of a block, reading only what is needed from disk (a
+        GET is counted in `waiter.gets`)."""
         name = name_of(key)
         data = self.lookup_now(key, name, start, end)
         if data is not None:
@@ -273,11 +405,12 @@ class CachedReadPath:
             flight = self._flights.get(key)  # another lookup may have started meanwhile
         block = None
         if flight is not None:
-            block = await flight.result()
+            block = await self._join(flight, key, waiter)
         if block is None:
-            block = await self.flight_of(obj, key, name, check_disk=not checked).result()
+            block = await self._join(self.flight_of(obj, key, name, check_disk=not checked),
+                                     key, waiter)
         if block is None:
-            block = await self._get_now(obj, key, name)
+            block = await self._get_now(obj, key, name, waiter)
         return _slice(block, start, end)
 
     def _hit(self, *, memory: bool) -> None:
@@ -315,11 +448,14 @@ class CachedReadPath:
         self._hit(memory=False)
         return data
 
-    async def _get_now(self, obj: ObjectInfo, key: BlockKey, name: str) -> bytes | bytearray:
+    async def _get_now(self, obj: ObjectInfo, key: BlockKey, name: str,
+                       waiter: "_GetCounter | None") -> bytes | bytearray:
         """A GET of the block for a reader whose lookup found it nowhere after all (it was
         evicted between a read-ahead's check and this read)."""
         fetched = await self._fetch(obj, key, name, read_disk=False, present_ok=False)
         assert fetched.data is not None
+        if waiter is not None:
+            waiter.gets += 1
         return fetched.data
 
     def _start_flight(self, obj: ObjectInfo, key: BlockKey, name: str, *,
@@ -327,21 +463,28 @@ class CachedReadPath:
         """Start looking up a whole block; `ahead`: for directory read-ahead, not a reader
         (it only checks the block is on disk); else on disk first if `check_disk`."""
         flight = _Flight(trio.Event())
+        self._launch(key, flight, lambda: self._fly(obj, key, name, flight, ahead=ahead,
+                                                    check_disk=check_disk))
+        return flight
+
+    def _launch(self, key: BlockKey, flight: _Flight, fly: Callable[[], Awaitable[None]]
+                ) -> None:
+        """Run `fly` in the background as the flight of `key`; the flight ends with it, or
+        once written if its block went to the writer."""
         self._flights[key] = flight
 
         async def run() -> None:
             try:
-                await self._fly(obj, key, name, flight, ahead=ahead, check_disk=check_disk)
+                await fly()
             finally:
                 if not flight.writing and self._flights.get(key) is flight:
                     del self._flights[key]
 
         self.spawn(run)
-        return flight
 
     def _get_thread_free(self) -> bool:
-        limiter = self.runner.limiter
-        return limiter.borrowed_tokens < limiter.total_tokens
+        threads = self.runner.priority
+        return threads.borrowed_tokens < threads.total_tokens
 
     async def _fly(self, obj: ObjectInfo, key: BlockKey, name: str, flight: _Flight, *,
                    ahead: bool, check_disk: bool) -> None:
@@ -355,21 +498,37 @@ class CachedReadPath:
                 read_disk = False
             if data is None:
                 fetched = await self._fetch(obj, key, name, read_disk=read_disk,
-                                            present_ok=ahead and store is not None)
+                                            present_ok=ahead and store is not None,
+                                            background=ahead)
                 data = fetched.data
+                flight.fetched = fetched.got
+                if fetched.got:
+                    if ahead:
+                        self.stats.dir_ahead_gets += 1
+                    else:
+                        self.stats.cache_misses += 1
+                        self.dir_ahead.missed(obj)
             flight.data = data
         except Exception as exc:  # raised in every reader of the block
             flight.error = exc
         finally:
             flight.done.set()
-        if fetched is not None and fetched.got and self.writer is not None:
+        if fetched is not None and fetched.got:
             assert fetched.data is not None
-            self.budget.take(len(fetched.data))  # until written (self._written)
-            flight.writing = True
-            if not self._writes_pending:
-                self._writes_settled = trio.Event()
-            self._writes_pending += 1
-            self.writer.submit(Write(key, name, fetched.data, flight))
+            self._store_fetched(key, name, fetched.data, flight)
+
+    def _store_fetched(self, key: BlockKey, name: str, data: bytes | bytearray,
+                       flight: _Flight) -> None:
+        """Queue a block just fetched for the writer (which writes it if the store's policy
+        admits it); `flight` stays open, and the block charged, until it is written."""
+        if self.writer is None:
+            return
+        self.budget.take(len(data))  # until written (self._written)
+        flight.writing = True
+        if not self._writes_pending:
+            self._writes_settled = trio.Event()
+        self._writes_pending += 1
+        self.writer.submit(Write(key, name, data, flight))
 
     async def writes_settled(self) -> None:
         """Return once every block fetched so far is written to the cache (or given up)."""
@@ -390,23 +549,19 @@ class CachedReadPath:
             self._writes_settled.set()
 
     async def _fetch(self, obj: ObjectInfo, key: BlockKey, name: str, *, read_disk: bool,
-                     present_ok: bool) -> _Fetched:
-        """One hop to a GET thread (retried by the runner): the block from disk if
-        `read_disk`, nothing if `present_ok` and it is on disk, else a GET. Counted
-        here, on the trio thread."""
-        fetched = await self.runner.call(self._fetch_blocking, obj, key, read_disk, present_ok)
+                     present_ok: bool, background: bool = False) -> _Fetched:
+        """One hop to a GET thread (retried by the runner; `background`: at its background
+        priority, after every reader's call): the block from disk if `read_disk`, nothing
+        if `present_ok` and it is on disk, else a GET. Counted here, on the trio thread
+        (GETs and disk hits; misses are the caller's)."""
+        runner = self.runner.background if background else self.runner
+        fetched = await runner.call(self._fetch_blocking, obj, key, read_disk, present_ok)
         if fetched.opened is not None:
             self.open_blocks.add(name, fetched.opened)
-        stats = self.stats
         if fetched.got:
             assert fetched.data is not None
-            stats.gets += 1
-            stats.bytes_fetched += len(fetched.data)
-            if present_ok:
-                stats.dir_ahead_gets += 1
-            else:
-                stats.cache_misses += 1
-                self.dir_ahead.missed(obj)
+            self.stats.gets += 1
+            self.stats.bytes_fetched += len(fetched.data)
         elif fetched.data is not None:
             self._hit(memory=False)
         return fetched
@@ -437,10 +592,13 @@ class OneBlockHandle:
         self.obj = obj
         self.key = block_key(path.source, obj, path.options.block_size_bytes, 0)
         self.name = name_of(self.key)
+        self.gets = 0  # blocks that came from the store (for the time reads wait on it)
         self._flight: _Flight | None = None
         if (fetch_now and obj.size > 0 and self.key not in path.hot
-                and self.name not in path.open_blocks and path.budget.try_take(obj.size)):
+                and self.key not in path.ahead and self.name not in path.open_blocks
+                and path.budget.try_take(obj.size)):
             self._flight = path.flight_of(obj, self.key, self.name)
+            self._flight.claim(path.ahead, self.key.length)
 
     async def read(self, offset: int, size: int) -> ReadBytes:
         path = self.path
@@ -448,23 +606,25 @@ class OneBlockHandle:
         end = min(offset + size, self.obj.size)
         if end <= offset:
             return b""
-        flight = self._flight
-        if flight is not None:
-            try:
-                data = await flight.result()
-            except Exception:  # the lookup at open failed: a read of its own retries or raises
-                data = None
-            if data is not None:
-                if end == len(data):
-                    self._let_go(data)
-                return _slice(data, offset, end)
-            self._let_go(None)
-        return await path.read_range(self.obj, self.key, offset, end)
+        with _ReadTimer(path.stats, self):
+            flight = self._flight
+            if flight is not None:
+                try:
+                    data = await flight.result_for(self)
+                except Exception:  # the lookup at open failed: a read of its own retries
+                    data = None
+                if data is not None:
+                    if end == len(data):
+                        self._let_go(data)
+                    return _slice(data, offset, end)
+                self._let_go(None)
+            return await path.read_range(self.obj, self.key, offset, end, self)
 
     async def close(self) -> None:
         flight = self._flight
         if flight is not None:
             self._let_go(flight.data if flight.done.is_set() else None)
+        _drop_unread(self.path, self.key)
 
     def _let_go(self, data: bytes | bytearray | None) -> None:
         """Drop the held lookup (its memory given back); a whole block read goes to the
@@ -477,6 +637,38 @@ class OneBlockHandle:
             self.path.keep_in_memory(self.key, self.name, data)
 
 
+def _drop_unread(path: CachedReadPath, key: BlockKey) -> None:
+    """A file closes: its first block fetched ahead, if still held, was opened but never
+    read (not counted as unused)."""
+    if path.ahead:
+        path.ahead.drop(key, unused=False)
+
+
+class _GetCounter(Protocol):
+    """A reader that counts the blocks it waited for that came from the store."""
+
+    gets: int
+
+
+class _ReadTimer:
+    """Times one read into `stats.read_ns`, and into `stats.store_wait_ns` if a GET of the
+    reader's blocks ended meanwhile (the read waited on the store)."""
+
+    def __init__(self, stats: ReadStats, reader: _GetCounter) -> None:
+        self.stats = stats
+        self.reader = reader
+
+    def __enter__(self) -> None:
+        self.gets = self.reader.gets
+        self.started = time.perf_counter_ns()
+
+    def __exit__(self, *_exc: object) -> None:
+        elapsed = time.perf_counter_ns() - self.started
+        self.stats.read_ns += elapsed
+        if self.reader.gets != self.gets:
+            self.stats.store_wait_ns += elapsed
+
+
 class _ObjectBlocks:
     """The BlockSource of one open object: block indices to keys, lookups to the path."""
 
@@ -484,15 +676,16 @@ class _ObjectBlocks:
         self.path = path
         self.obj = obj
         self.block_size = path.options.block_size_bytes
+        self.gets = 0  # blocks that came from the store (for the time reads wait on it)
 
     def key(self, index: int) -> BlockKey:
         return block_key(self.path.source, self.obj, self.block_size, index)
 
     async def fetch_block(self, index: int) -> bytes | bytearray:
-        return await self.path.fetch_block(self.obj, self.key(index))
+        return await self.path.fetch_block(self.obj, self.key(index), self)
 
     async def read_block(self, index: int, start: int, end: int) -> ReadBytes:
-        return await self.path.read_range(self.obj, self.key(index), start, end)
+        return await self.path.read_range(self.obj, self.key(index), start, end, self)
 
 
 class CachedHandle:
@@ -507,11 +700,14 @@ class CachedHandle:
         )
 
     async def read(self, offset: int, size: int) -> ReadBytes:
-        self.path.stats.count_read(size)
-        return await self.prefetcher.read(offset, size)
+        stats = self.path.stats
+        stats.count_read(size)
+        with _ReadTimer(stats, self.blocks):
+            return await self.prefetcher.read(offset, size)
 
     async def close(self) -> None:
         self.prefetcher.close()
+        _drop_unread(self.path, self.blocks.key(0))
 
     def _consumed(self, index: int, data: bytes | bytearray) -> None:
         key = self.blocks.key(index)
@@ -521,12 +717,29 @@ class CachedHandle:
 async def open_cached_read_path(
     backend: Backend, runner: Runner, source: str, options: CacheOptions,
     files_in: Callable[[str], Iterable[ObjectInfo]] | None = None,
+    resolve: Resolve | None = None, key_prefix: str = "",
 ) -> CachedReadPath:
-    """Open the block store (in a worker thread) and build the read path over it.
+    """Open the block store (in a worker thread, with the ResidentSetPolicy) and build the
+    read path over it.
 
     Raises ConfigError if the cache directory cannot be used; a full disk only
     warns, and the mount reads uncached.
     """
     disk_runner = Runner(DISK_THREADS, retries=0)
-    store = await disk_runner.call_once(open_store, options.cache_dir, options.max_size_bytes)
-    return CachedReadPath(backend, runner, store, source, options, disk_runner, files_in)
+    policy = ResidentSetPolicy(options.max_size_bytes, on_change=_log_policy_change)
+    store = await disk_runner.call_once(open_store, options.cache_dir, options.max_size_bytes,
+                                        policy)
+    if store is not None:  # what blocks may take: the cap counts the index too
+        policy.capacity_bytes = max(0, options.max_size_bytes
+                                    - await disk_runner.call_once(store.overhead_bytes))
+    return CachedReadPath(backend, runner, store, source, options, disk_runner, files_in,
+                          resolve, key_prefix)
+
+
+def _log_policy_change(mode: str, why: str) -> None:
+    log.info("block cache: %s (%s)", "keeping its resident set" if mode == "holding"
+             else "least recently used blocks evicted first", why)
+
+
+async def _resolve_nothing(path: str) -> ObjectInfo | None:
+    return None

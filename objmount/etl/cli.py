@@ -23,7 +23,7 @@ from objmount.errors import ConfigError, EtlError
 from objmount.etl.extract import extract
 from objmount.etl.load import LoadOptions, MiB, load
 from objmount.etl.pipeline import expand_variables, read_pipeline
-from objmount.etl.transform import Layout, resolve_layout, transform
+from objmount.etl.transform import Layout, TransformReport, resolve_layout, transform
 from objmount.log import redact_url
 from objmount.options import ConfigOpt, VerboseOpt
 from objmount.units import parse_size_bytes
@@ -140,7 +140,7 @@ def load_command(
     logsetup.setup(verbose)
     options = LoadOptions(transfers=transfers, checkers=checkers, clean=clean, retries=retries,
                           checksum=checksum, segment_size_bytes=parse_size_bytes(segment_size))
-    _load(directory, parse_target(target, load_remotes(config)), options)
+    _load(directory, parse_target(target, load_remotes(config), config), options)
 
 
 @etl_app.command("run")
@@ -162,18 +162,22 @@ def run_command(
     config: ConfigOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Run extract, transform and load as a pipeline file describes them."""
+    """Run extract, transform and load as a pipeline file describes them.
+
+    Loads the directory the layout used: the staging directory, or the one
+    directory the archive wrapped its content in.
+    """
     logsetup.setup(verbose)
     pipeline = read_pipeline(pipeline_file)
     layout = resolve_layout(pipeline.layout, pipeline.directory)
     spec = target or expand_variables(pipeline.target, os.environ, "load.target", "--target")
-    resolved = parse_target(spec, load_remotes(config))
+    resolved = parse_target(spec, load_remotes(config), config)
     staging = staging or pipeline.staging
     in_file = None if url or url_env else expand_variables(
         pipeline.url, os.environ, "extract.url", "--url-env")
     _extract(download_url(url, url_env, in_file, os.environ), staging, pipeline.sha256)
-    _transform(staging, layout)
-    _load(staging, resolved, pipeline.load)
+    report = _transform(staging, layout)
+    _load(report.root or staging, resolved, pipeline.load)
 
 
 def download_url(given: str | None, env_name: str | None, default: str | None,
@@ -208,9 +212,11 @@ def _extract(url: str, staging: Path, sha256: str | None) -> None:
          f"files ({report.downloaded_bytes / MiB:.1f} MiB downloaded)")
 
 
-def _transform(staging: Path, layout: Layout) -> None:
-    for line in transform(staging, layout).describe():
+def _transform(staging: Path, layout: Layout) -> TransformReport:
+    report = transform(staging, layout)
+    for line in report.describe():
         _say(f"transform: {line}")
+    return report
 
 
 def _load(directory: Path, target: Target, options: LoadOptions) -> None:

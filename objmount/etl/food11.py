@@ -1,7 +1,8 @@
 """The Food-11 layout: each split's `{i}_{n}.jpg` images into `class_{i:02d}` directories.
 
 Food-11's archive holds training/, validation/ and evaluation/, each a flat
-directory of `{i}_{n}.jpg` images, i the index of the class in CLASSES. This
+directory of `{i}_{n}.jpg` images, i the index of the class in CLASSES (at its top
+level, or in one directory that wraps them: `Food-11/training/`). This
 layout moves every image into `<split>/class_{i:02d}/`, the directories the
 Chameleon tutorial's training code reads. Moved files are not looked at again,
 so a second run moves nothing; files of any other name stay and are reported.
@@ -10,8 +11,7 @@ so a second run moves nothing; files of any other name stay and are reported.
 import re
 from pathlib import Path
 
-from objmount.errors import EtlError
-from objmount.etl.transform import TransformReport
+from objmount.etl.transform import TransformReport, find_split_root
 
 CLASSES = (
     "Bread", "Dairy product", "Dessert", "Egg", "Fried food", "Meat", "Noodles/Pasta",
@@ -29,14 +29,13 @@ def class_dir(index: int) -> str:
 def transform(staging: Path) -> TransformReport:
     """Move each split's images into their class directories (idempotent; local renames).
 
-    Raises EtlError if `staging` holds none of the three splits.
+    Raises EtlError if neither `staging` nor its one subdirectory holds a split.
     """
-    splits = [staging / name for name in SPLITS if (staging / name).is_dir()]
-    if not splits:
-        raise EtlError(f"{staging} has no {', '.join(SPLITS)} directory: is it where the "
-                       "Food-11 archive was unpacked?")
+    root = find_split_root(staging, SPLITS)
+    splits = [root / name for name in SPLITS if (root / name).is_dir()]
     labels = [f"{class_dir(i)} ({name})" for i, name in enumerate(CLASSES)]
-    report = TransformReport(moved=dict.fromkeys(labels, 0))
+    report = TransformReport(moved=dict.fromkeys(labels, 0),
+                             root=None if root == staging else root)
     for split in splits:
         for index in range(len(CLASSES)):
             (split / class_dir(index)).mkdir(exist_ok=True)

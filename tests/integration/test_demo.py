@@ -1,5 +1,6 @@
 """The README's first command: scripts/demo.py runs to the end and prints its numbers, and
-Ctrl-C at any point leaves no mount, no server and no temporary directory behind.
+Ctrl-C at any point exits 130 with one line, leaving no mount, no server and no
+temporary directory behind.
 
 The demo runs as a terminal would run it: in a session of its own, Ctrl-C being
 SIGINT to its whole process group (its DataLoader workers and `objmount etl`
@@ -21,7 +22,7 @@ import pytest
 pytestmark = pytest.mark.mount
 
 REPO = Path(__file__).parents[2]
-PER_CLASS = 12  # 11 x (12 + 2 + 2) images: the demo's steps, in seconds
+PER_CLASS = 12  # 11 x (12 + 2 + 2) images of 60-120 KB: the demo's steps, in seconds
 
 
 class Demo:
@@ -103,7 +104,7 @@ def assert_nothing_left(demo: Demo, work: str, port: str) -> None:
     assert not Path(work).exists()
 
 
-def test_the_demo_prints_cold_and_warm_images_per_second_and_cleans_up() -> None:
+def test_the_demo_prints_objmount_and_rclone_epochs_side_by_side_and_cleans_up() -> None:
     demo = Demo()
     try:
         work = demo.wait_for(r"working in (\S+)")[1]
@@ -113,24 +114,37 @@ def test_the_demo_prints_cold_and_warm_images_per_second_and_cleans_up() -> None
         demo.kill()
     out = demo.output()
     images = 11 * PER_CLASS
+    assert re.search(r"generated a Food-11-shaped archive: \d+ JPEGs in 11 classes, "
+                     r"(\d+)-(\d+) KB each", out), out
+    low, high = map(int, re.search(r"(\d+)-(\d+) KB each", out).groups())
+    assert 60 <= low <= high <= 120  # Food-11's photos
+    assert "loaded it into bucket food11 with `objmount etl run" in out
+    assert "latency relay adding 20 ms of round trip" in out
+    epoch = r"epoch {} \({}\): {} +(\d+) images/s: {} images in [\d.]+s"
     # Cold: every image fetched once, by its reader or ahead of it (then a hit).
-    cold = re.search(rf"epoch 1 \(cold\): {images} images in .*= (\d+) images/s, {images} GETs "
-                     r"\(\d+ ahead of the reader\), cache hit rate \d+%", out)
-    warm = re.search(rf"epoch 2 \(warm\): {images} images in .*= (\d+) images/s, 0 GETs "
-                     r"\(0 ahead of the reader\), cache hit rate 100%", out)
-    assert cold and warm, out
-    assert "loaded it into demo:food11 with `objmount etl run" in out
-    assert out.rstrip().endswith("stopped the S3 server")
+    assert re.search(epoch.format(1, "cold", "objmount", images) +
+                     rf", {images} GETs \(\d+ ahead of the reader\), cache hit rate \d+%", out)
+    assert re.search(epoch.format(2, "warm", "objmount", images) +
+                     r", 0 GETs \(0 ahead of the reader\), cache hit rate 100%", out)
+    assert re.search(epoch.format(1, "cold", "rclone", images) + "$", out, re.MULTILINE)
+    assert re.search(epoch.format(2, "warm", "rclone", images) + "$", out, re.MULTILINE)
+    assert "unmounted, stopped the servers, deleted the working directory" in out
+    table = out.rstrip().splitlines()[-3:]
+    assert table[0].split() == ["images/s", "objmount", "rclone", "objmount/rclone"]
+    assert [row.split()[:2] for row in table[1:]] == [["epoch", "(cold)"], ["epoch", "(warm)"]]
     assert_nothing_left(demo, work, port)
 
 
 @pytest.mark.parametrize("after", [
-    "started a local S3 server",  # the server is up
-    "generated a Food-11-shaped archive",  # `objmount etl run` is starting
-    "mounted demo:food11",
-    "DataLoader with 4 workers",  # the workers are reading the first epoch
+    "generated a Food-11-shaped archive",  # the S3 server is starting
+    "started a local S3 server",  # `objmount etl run` is starting
+    "the mounts read through a latency relay",  # objmount is mounting
+    "mounted demo:food11 with objmount",  # the DataLoader's workers are starting, or reading
+    "mounted demo:food11 with rclone",  # the same, on rclone's mount
 ])
-def test_ctrl_c_leaves_no_mount_no_server_no_files(after: str) -> None:
+def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing_behind(after: str) -> None:
+    """Whatever the demo is doing when Ctrl-C reaches its process group (the workers
+    included), it ends the same way: no traceback, one line, nothing left."""
     demo = Demo()
     try:
         work = demo.wait_for(r"working in (\S+)")[1]
@@ -142,5 +156,6 @@ def test_ctrl_c_leaves_no_mount_no_server_no_files(after: str) -> None:
         demo.kill()
     out = demo.output()
     assert code == 130, out
-    assert "interrupted: nothing left mounted or running" in out
+    assert out.rstrip().splitlines()[-1] == "interrupted: nothing left mounted or running", out
+    assert out.count("interrupted") == 1 and "Traceback" not in out, out
     assert_nothing_left(demo, work, port)

@@ -361,6 +361,25 @@ def test_the_food11_pipeline_file_runs_all_three_stages(
     assert tree(tmp_path / "Food-11") == food11.objects
 
 
+def test_run_loads_the_splits_an_archive_wraps_in_one_directory(
+    store: TestStore, web: FileServer, archive_files: dict[str, bytes], tmp_path: Path
+) -> None:
+    write_zip({f"Food-11/{path}": data for path, data in archive_files.items()},
+              web.root / "wrapped.zip")
+    conf = tmp_path / "rclone.conf"
+    conf.write_text(store.rclone_section("chi_tacc"))
+    staging = tmp_path / "Food-11"
+    result = etl("run", str(REPO / "etl/food11.toml"), "--url", web.url("wrapped.zip"),
+                 "--staging", str(staging), "--config", str(conf),
+                 env={**os.environ, "CONTAINER": "etl-wrapped"})
+    reports = succeeded(result)
+    assert f"transform: using {staging / 'Food-11'}: the archive wraps" in reports
+    assert f"transform: moved {IMAGES} files" in reports
+    objects = transformed(archive_files)  # at the container's top level, as unwrapped
+    assert store.keys("etl-wrapped") == set(objects) | {MANIFEST_NAME}
+    assert get_many(store, "etl-wrapped", objects) == objects
+
+
 def test_an_interrupted_download_resumes_with_a_range_request(
     web: FileServer, archive_files: dict[str, bytes], tmp_path: Path
 ) -> None:

@@ -89,6 +89,32 @@ def test_daemon_returns_once_mounted_and_umount_unmounts(
         force_unmount(mnt)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_allow_other_on_a_private_parent_mount_warns_once_with_the_docker_fix(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path, shared: bool
+) -> None:
+    parent = tmp_path / "parent"  # a mount of its own, whatever the host's / is
+    mnt = parent / "mnt"
+    mnt.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(parent), str(parent)], check=True)
+    try:
+        propagation = "--make-shared" if shared else "--make-private"
+        subprocess.run(["mount", propagation, str(parent)], check=True)
+        result = objmount("remote:dataset", str(mnt), "--config", str(config), "--allow-other",
+                          "--daemon", "--log-file", str(tmp_path / "log"))
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+        if shared:
+            assert warnings == []
+        else:
+            assert len(warnings) == 1, result.stderr
+            assert "a private mount" in warnings[0] and "not a shared or slave mount" in warnings[0]
+            assert f"sudo mount --make-shared {parent}" in warnings[0]
+    finally:
+        force_unmount(mnt)
+        subprocess.run(["umount", str(parent)], check=False)
+
+
 def test_daemon_reports_a_failed_mount(config: Path, tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()

@@ -9,13 +9,11 @@ the mount itself (the `gets` counter of the root xattr user.objmount.stats).
 import io
 import json
 import os
-import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import nbclient
-import nbformat
 import pytest
 import torch
 import webdataset
@@ -26,6 +24,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from tests.food11_archive import transformed
 from tests.food11_images import CLASSES, SIZE_PX, food11_images
+from tests.integration.demo_notebook import NOTEBOOK, assert_demo_notebook_ran, blank_notebook
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import S3Store, TestStore, put_many
 from tests.servers.s3_server import MotoS3Server
@@ -37,7 +36,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
 ]
 
-REPO = Path(__file__).parents[2]
 CONTAINER = "food11-train"
 # 11 classes x (20 + 10) = 330 images of about 1.2 KB: a few seconds per epoch.
 PER_SPLIT = {"training": 20, "evaluation": 10}
@@ -207,15 +205,7 @@ def test_the_demo_notebook_runs_headless_against_a_mount(
     """notebooks/demo.ipynb trains, evaluates twice, and reports the cache's effect."""
     monkeypatch.setenv("OBJMOUNT_DATA", str(s3_food11_mount.path))
     monkeypatch.setenv("OBJMOUNT_TRAIN_STEPS", "20")
-    notebook = nbformat.read(REPO / "notebooks/demo.ipynb", as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    notebook = blank_notebook()
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
-    text = "".join(out.get("text", "") for out in outputs)
-    summary = json.loads(re.search(r"^SUMMARY (.*)$", text, re.MULTILINE).group(1))
-    assert summary["images"] == PER_SPLIT["evaluation"] * CLASSES
-    assert summary["cold_gets"] >= summary["images"]
-    assert summary["warm_gets"] == 0
-    assert summary["accuracy"] > 2 / CLASSES  # each class has its own colour: learnable
-    assert any("image/png" in out.get("data", {}) for out in outputs)
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    assert_demo_notebook_ran(notebook, PER_SPLIT["evaluation"] * CLASSES, CLASSES)

@@ -120,9 +120,18 @@ def test_malformed_targets_are_config_errors(conf: Path, spec: str) -> None:
         parse_target(spec, load_remotes(conf, env={}))
 
 
-def test_an_unknown_remote_lists_the_configured_ones(conf: Path) -> None:
-    with pytest.raises(ConfigError, match="chi_tacc, minio"):
-        parse_target("nope:bucket", load_remotes(conf, env={}))
+def test_an_unknown_remote_lists_the_configured_ones_and_the_file_read(conf: Path) -> None:
+    with pytest.raises(ConfigError, match=f"chi_tacc, minio; read {conf}\\)"):
+        parse_target("nope:bucket", load_remotes(conf, env={}), conf)
+
+
+def test_an_unknown_remote_says_no_config_file_exists_at_the_default_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "absent.conf"
+    monkeypatch.setenv("RCLONE_CONFIG", str(missing))
+    with pytest.raises(ConfigError, match=f"remotes: none; no config file at {missing}\\)"):
+        parse_target("nope:bucket", load_remotes(None))
 
 
 def test_an_unknown_type_names_the_supported_ones(tmp_path: Path) -> None:

@@ -68,9 +68,36 @@ def test_a_missing_staging_directory_is_a_clear_error(tmp_path: Path) -> None:
         transform(tmp_path / "absent", food11.transform)
 
 
-def test_a_directory_without_splits_is_a_clear_error(tmp_path: Path) -> None:
-    write(tmp_path, {"Food-11/training/0_1.jpg": b"x"})
-    with pytest.raises(EtlError, match="no training, validation, evaluation directory"):
+def wrapped(files: dict[str, bytes], top: str = "Food-11") -> dict[str, bytes]:
+    return {f"{top}/{path}": data for path, data in files.items()}
+
+
+def test_splits_wrapped_in_one_top_level_directory_are_found_and_named(tmp_path: Path) -> None:
+    files = food11_files(per_class=2)
+    write(tmp_path, wrapped(files) | {"__MACOSX/._Food-11": b"mac", ".DS_Store": b"mac"})
+    report = transform(tmp_path, food11.transform)
+    assert tree(tmp_path / "Food-11") == transformed(files)
+    assert report.root == tmp_path / "Food-11"
+    assert report.describe()[0].startswith(f"using {tmp_path / 'Food-11'}: the archive wraps")
+    assert sorted(report.unmatched) == sorted(wrapped(STRAYS))
+    assert sum(transform(tmp_path, food11.transform).moved.values()) == 0  # idempotent
+
+
+def test_splits_at_the_top_level_are_used_in_place(staging: Path) -> None:
+    assert transform(staging, food11.transform).root is None
+    assert not transform(staging, food11.transform).describe()[0].startswith("using")
+
+
+@pytest.mark.parametrize("files", [
+    {"photos/0_1.jpg": b"x"},  # no split anywhere
+    {"a/training/0_1.jpg": b"x", "b/training/0_1.jpg": b"x"},  # two candidate directories
+    {"Food-11/data/training/0_1.jpg": b"x"},  # two levels down
+])
+def test_a_directory_without_splits_is_a_clear_error(
+    tmp_path: Path, files: dict[str, bytes]
+) -> None:
+    write(tmp_path, files)
+    with pytest.raises(EtlError, match="no training, validation, evaluation directory, nor one"):
         transform(tmp_path, food11.transform)
 
 
