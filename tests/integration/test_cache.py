@@ -11,8 +11,8 @@ import pytest
 
 from tests.crafted_cache import du_bytes
 from tests.integration.conftest import data
+from tests.integration.mounting import MountProcess, mounted, objmount, read_everything
 from tests.integration.mounting import mount_stats as stats
-from tests.integration.mounting import mounted, objmount, read_everything
 from tests.integration.stores import TestStore, put_many
 from tests.servers.net import wait_until
 
@@ -148,6 +148,12 @@ def test_a_corrupt_block_file_is_refetched(
     assert after["gets"] == 5
 
 
+def all_written(mount: MountProcess) -> None:
+    """Wait until every block fetched is in the cache (writes go on behind the reads)."""
+    wait_until(lambda: stats(mount)["blocks_stored"] == stats(mount)["gets"], 30,
+               "block writes")
+
+
 def reread(path: Path) -> bytes:
     """Read a file through the mount again: its pages dropped first, so the read reaches
     the mount (which may serve it from the block file it keeps open)."""
@@ -173,6 +179,7 @@ def test_a_block_file_changed_while_the_mount_keeps_it_open_is_never_served(
     with mounted("remote:cache-fast", tmp_path / "mnt", config, *args) as mount:
         a, b = mount.path / "a.jpg", mount.path / "b.jpg"
         assert a.read_bytes() == objects["a.jpg"]
+        all_written(mount)
         (a_file,) = cache_dir.rglob("*.blk")
         assert reread(a) == objects["a.jpg"]
         assert stats(mount)["fast_disk_hits"] == 1
@@ -184,12 +191,14 @@ def test_a_block_file_changed_while_the_mount_keeps_it_open_is_never_served(
         assert reread(a) == objects["a.jpg"]
         assert (stats(mount)["corrupt_blocks"], stats(mount)["gets"]) == (1, 2)
         assert b.read_bytes() == objects["b.jpg"]
+        all_written(mount)
         (b_file,) = set(cache_dir.rglob("*.blk")) - {a_file}
         planted = a_file.with_name(".planted")
         planted.write_bytes(b_file.read_bytes())  # a valid block file, of another block
         os.rename(planted, a_file)
         assert reread(a) == objects["a.jpg"]
         assert (stats(mount)["corrupt_blocks"], stats(mount)["gets"]) == (2, 4)
+        all_written(mount)
         a_file.unlink()  # evicted by another process
         assert reread(a) == objects["a.jpg"]
         assert stats(mount)["gets"] == 5
