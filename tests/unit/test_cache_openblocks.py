@@ -54,6 +54,13 @@ def drop_pages(file: Path) -> None:
         os.close(fd)
 
 
+def rename_over(file: Path, contents: bytes) -> None:
+    """Put `contents` at `file` as a new inode renamed over it (as another process would)."""
+    new = file.with_name(".new")
+    new.write_bytes(contents)
+    os.rename(new, file)
+
+
 @asynccontextmanager
 async def warmed(tmp_path: Path) -> AsyncIterator[tuple[CachedReadPath, CountingBackend]]:
     """A read path whose cache holds the small file, its block file kept open."""
@@ -110,9 +117,8 @@ async def test_a_block_file_replaced_by_another_blocks_is_never_served(tmp_path:
         file = block_file(path, key)
         other_key = key._replace(key="other.jpg")
         other = content("other", key.length)
-        planted = file.with_name(".planted")
-        planted.write_bytes(header(key_digest(other_key), other) + other)  # valid, for another
-        os.rename(planted, file)  # renamed over: the kept descriptor's file has no link left
+        # Valid, for another block; the kept descriptor's file has no link left.
+        rename_over(file, header(key_digest(other_key), other) + other)
         assert await read_small(path, backend) == OBJECTS[SMALL]
         stats = path.stats.as_dict()
         assert stats["corrupt_blocks"] == 1 and stats["fast_disk_hits"] == 0
@@ -124,9 +130,7 @@ async def test_a_block_file_rewritten_whole_by_another_process_is_read(tmp_path:
     async with warmed(tmp_path) as (path, backend):
         key = small_key(path, backend)
         file = block_file(path, key)
-        copy = file.with_name(".copy")
-        copy.write_bytes(file.read_bytes())
-        os.rename(copy, file)  # the same block's bytes, a new inode
+        rename_over(file, file.read_bytes())  # the same block's bytes, a new inode
         assert await read_small(path, backend) == OBJECTS[SMALL]
         stats = path.stats.as_dict()
         assert stats["corrupt_blocks"] == 0 and stats["disk_hits"] == 1
