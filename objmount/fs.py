@@ -226,13 +226,19 @@ class ReadOnlyOperations(pyfuse3.Operations):
     ) -> pyfuse3.FileInfo:
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = self.namespace.get(inode)
-        if node.obj is None:
+        obj = self.namespace.get(inode).obj
+        if obj is None:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        handle = await self.read_path.open(node.obj)
-        fh = self._new_fh()
-        version = node.obj.version
+        version = obj.version
         mode = self.page_cache.opened(inode, version)
+        try:
+            # keep_cache: the kernel may hold every page already; fetch only what it asks.
+            handle = await self.read_path.open(obj, mode.keep_cache)
+        except BaseException:
+            self.page_cache.released(inode, version, mode, version)
+            raise
+        fh = self._next_fh
+        self._next_fh += 1
         self._files[fh] = _OpenFile(handle, inode, version, mode)
         return pyfuse3.FileInfo(fh=fh, keep_cache=mode.keep_cache, direct_io=mode.direct_io)
 

@@ -17,8 +17,9 @@ from objmount.backends.base import Backend, BackendError, ObjectInfo
 from objmount.backends.runner import Runner
 
 # What a read returns: pyfuse3 replies from any contiguous buffer, so a slice of a
-# held block is handed over as a memoryview, without copying up to 1 MiB per read.
-ReadBytes: TypeAlias = bytes | memoryview
+# held block is handed over as a memoryview, without copying up to 1 MiB per read,
+# and a block file's chunks as the bytearray they were read into.
+ReadBytes: TypeAlias = bytes | bytearray | memoryview
 
 
 @dataclass
@@ -33,7 +34,9 @@ class ReadStats:
     # The block cache (objmount.cache): block lookups served from memory or local
     # disk, or needing a GET; blocks written to disk; corrupt blocks dropped; failed
     # cache writes; bytes held in memory for reads (read-ahead + hot tier) now and at peak;
-    # GETs of files fetched ahead by directory read-ahead (also counted in `gets`).
+    # GETs of files fetched ahead by directory read-ahead (also counted in `gets`); disk
+    # hits read on the trio thread from a file kept open, its pages in memory (also in
+    # `disk_hits`: the rest went through a worker thread).
     cache_hits: int = 0
     cache_misses: int = 0
     memory_hits: int = 0
@@ -44,6 +47,7 @@ class ReadStats:
     buffer_bytes: int = 0
     buffer_peak_bytes: int = 0
     dir_ahead_gets: int = 0
+    fast_disk_hits: int = 0
     # Order-driven prefetch (cache/orderahead.py): GETs of files fetched ahead of an
     # order's readers (also in `gets`); files whose block fetched ahead a read claimed;
     # files fetched ahead and dropped unread, and their bytes (wasted prefetch); memory
@@ -94,11 +98,17 @@ async def fetch_exact(
     data = await runner.call(backend.read, obj.key, start, end, obj.etag or None)
     stats.gets += 1
     stats.bytes_fetched += len(data)
+    check_exact(obj, data, start, end)
+    return data
+
+
+def check_exact(obj: ObjectInfo, data: bytes, start: int, end: int) -> None:
+    """Raise BackendError unless `data` is exactly bytes [start, end) long (fetch_exact's rule
+    for callers that GET in a thread of their own)."""
     if len(data) != end - start:
         raise BackendError(
             f"{obj.key}: the store returned {len(data)} bytes for a range of {end - start}"
         )
-    return data
 
 
 class ReadHandle(Protocol):
@@ -118,8 +128,9 @@ class ReadPath(Protocol):
 
     stats: ReadStats
 
-    async def open(self, obj: ObjectInfo) -> ReadHandle:
-        """Start reading `obj` (the version with `obj.etag`)."""
+    async def open(self, obj: ObjectInfo, keep_cache: bool = False) -> ReadHandle:
+        """Start reading `obj` (the version with `obj.etag`). `keep_cache`: the kernel keeps
+        the pages it cached of this version, so reads may never come (fetch nothing yet)."""
         ...
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -136,7 +147,7 @@ class DirectReadPath:
         self.runner = runner
         self.stats = ReadStats()
 
-    async def open(self, obj: ObjectInfo) -> "DirectHandle":
+    async def open(self, obj: ObjectInfo, keep_cache: bool = False) -> "DirectHandle":
         return DirectHandle(self, obj)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -1,13 +1,13 @@
 """Pooled HTTP for the lean S3 and Swift paths: exact byte ranges, or an error.
 
-s3_get.py (signed with botocore's signer) and swift.py (a token from
-keystoneauth1) build their requests; this module sends them over one pooled
-urllib3 client, reads the bodies and checks them.
+s3_get.py (SigV4-signed) and swift.py (a token from keystoneauth1) build their
+requests; this module sends them over one pool of kept-alive connections
+(http1.py), reads the bodies and checks them.
 
 Invariants:
-- bytes come back as stored: urllib3 never decodes a body (decode_content=False)
-  and requests say `Accept-Encoding: identity`, so an object stored with
-  Content-Encoding: gzip reads as its stored bytes, as boto3 gives them;
+- bytes come back as stored: a body is never decoded, and requests say
+  `Accept-Encoding: identity`, so an object stored with Content-Encoding: gzip
+  reads as its stored bytes, as boto3 gives them;
 - `get_range` returns exactly bytes [start, min(end, size)) of the object, or
   raises. A 206 must carry the Content-Range asked for. A 200 (a server that
   ignored Range) is the whole object: it is sliced only if it is the version
@@ -17,16 +17,17 @@ Invariants:
   (S3 into botocore's ClientError, Swift into its own errors); every transport
   failure is already an objmount BackendError: Unreachable when no connection
   could be made, a transient BackendError when one broke or timed out;
-- no retries here (the runner retries, within its bounds).
+- no retries here (the runner retries, within its bounds), but for the one
+  http1.py makes: a request whose reused connection the server had closed.
 
-Time is bounded in one place each: `Timeouts` become urllib3's connect and read
-(idle) timeouts in `PooledHTTP.__init__`; every request goes out through
-`send`; every body comes in through `_read_exactly`, in CHUNK_BYTES reads. A
-low-speed rule (too few bytes per interval) belongs in `_read_exactly`, and the
-discarding of dead pooled connections in `send` and `_transport_errors`.
+Time is bounded in one place each: `Timeouts` become http1.Pool's connect and
+read (idle) timeouts in `PooledHTTP.__init__`; every request goes out through
+`send`; every body comes in through `_read_exactly` (one read into one buffer).
+A low-speed rule (too few bytes per interval) belongs in http1.Connection.
 """
 
 import contextlib
+import errno
 import re
 import urllib.parse
 import urllib.request
@@ -34,14 +35,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import urllib3
-
 from objmount import __version__
-from objmount.backends import Timeouts
+from objmount.backends import Timeouts, http1
 from objmount.backends.base import BackendError, ETagMismatch, Unreachable
 
-# Body reads: the unit a low-speed rule would watch; 1 MiB keeps the per-read cost
-# negligible next to the bytes (8 reads for an 8 MiB block).
+# Bytes skipped per read when a 200 answers a ranged GET (the part before the range).
 CHUNK_BYTES = 1 << 20
 # Of an error answer's body, what is kept (S3's XML error, Swift's text).
 ERROR_BODY_BYTES = 64 << 10
@@ -99,22 +97,20 @@ class _Part:
 
 
 class PooledHTTP:
-    """One urllib3 pool for one service; thread-safe. `service` ("S3", "Swift") names it
-    in errors, with the origin of the URL: "cannot reach Swift at http://host:8080"."""
+    """Kept-alive connections for one service (http1.py); thread-safe. `service` ("S3",
+    "Swift") names it in errors, with the origin of the URL: "cannot reach Swift at
+    http://host:8080"."""
 
     def __init__(self, timeouts: Timeouts, service: str, ca_certs: str | None = None,
                  send_block_bytes: int = 16384) -> None:
-        """`send_block_bytes`: bytes per socket write of a request body (urllib3's default)."""
+        """`send_block_bytes`: bytes per socket write of a request body read from a file."""
         self.service = service
         self.timeouts = timeouts
-        self.timeout = urllib3.Timeout(connect=timeouts.connect_s, read=timeouts.read_s)
-        self.pool = urllib3.PoolManager(
-            num_pools=4, maxsize=timeouts.pool_size, block=False, retries=False,
-            ca_certs=ca_certs, blocksize=send_block_bytes,
-        )
+        self.pool = http1.Pool(timeouts.connect_s, timeouts.read_s, timeouts.pool_size,
+                               ca_certs=ca_certs, send_block_bytes=send_block_bytes)
 
     def send(self, method: str, url: str, headers: Mapping[str, str], what: str,
-             body: BinaryIO | bytes | None = None) -> urllib3.BaseHTTPResponse:
+             body: BinaryIO | bytes | None = None) -> http1.Answer:
         """Send one request; return the answer with its body unread (blocking).
 
         The caller reads the body with `read_all`, or gets a `status_error`, or
@@ -123,11 +119,7 @@ class PooledHTTP:
         """
         headers = {**headers, "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
         with self._transport_errors(what, url):
-            return self.pool.request(
-                method, url, headers=headers, body=body, timeout=self.timeout,
-                redirect=False, preload_content=False, decode_content=False,
-                chunked=False,
-            )
+            return self.pool.request(method, url, headers, body)
 
     def get(self, url: str, headers: Mapping[str, str], what: str) -> bytes:
         """GET `url` whole: the body of a 200; raises StatusError for any other status."""
@@ -155,93 +147,77 @@ class PooledHTTP:
                 self._discard(response, part.skip, what)
             data = self._read_exactly(response, part.length, what)
         except BaseException:
-            self.close(response)
+            response.close()
             raise
-        self._done(response)  # a 200 of more than the range: the rest stays unread
+        response.release()  # a 200 of more than the range: the rest unread, so closed
         return data
 
-    def read_all(self, response: urllib3.BaseHTTPResponse, what: str) -> bytes:
-        """The whole body of `response` (Content-Length checked), then the connection goes back."""
+    def read_all(self, response: http1.Answer, what: str) -> bytes:
+        """The whole body of `response` (its framing checked), then the connection goes back."""
         try:
-            length = response.length_remaining
-            if length is None:  # chunked: urllib3 checks the framing
-                with self._transport_errors(what, ""):
-                    data = response.read(decode_content=False)
-                response.release_conn()
-                return data
-            data = self._read_exactly(response, length, what)
+            with self._transport_errors(what, ""):
+                data = response.read_all()
         except BaseException:
-            self.close(response)
+            response.close()
             raise
-        self._done(response)
+        response.release()
         return data
 
-    def status_error(self, response: urllib3.BaseHTTPResponse) -> StatusError:
+    def status_error(self, response: http1.Answer) -> StatusError:
         """The StatusError of an error answer; reads (a bounded part of) its body."""
         body = b""
         with contextlib.suppress(BackendError), self._transport_errors("an error answer", ""):
-            body = response.read(ERROR_BODY_BYTES, decode_content=False)
-        self._done(response)
-        return StatusError(response.status, response.reason or "", response.headers, body)
+            body = response.read_all(ERROR_BODY_BYTES)
+        response.release()  # closed unless the body was read to its end
+        return StatusError(response.status, response.reason, response.headers, body)
 
-    def close(self, response: urllib3.BaseHTTPResponse) -> None:
+    def close(self, response: http1.Answer) -> None:
         """Give up on `response`: its connection, in an unknown state, is closed, not reused."""
         response.close()
-        response.release_conn()
 
-    def _done(self, response: urllib3.BaseHTTPResponse) -> None:
-        """The connection goes back to the pool if its body was read to the end, else closes.
-
-        A chunked body (no Content-Length) read only in part is not known to be at
-        its end: closed too.
-        """
-        if response.length_remaining == 0:
-            response.release_conn()
-        else:
-            self.close(response)
-
-    def _read_exactly(self, response: urllib3.BaseHTTPResponse, length: int, what: str) -> bytes:
+    def _read_exactly(self, response: http1.Answer, length: int, what: str) -> bytes:
         """Read exactly `length` bytes of the body; fewer is a transient BackendError."""
-        chunks = []
-        got = 0
         with self._transport_errors(what, ""):
-            while got < length:
-                chunk = response.read(min(CHUNK_BYTES, length - got), decode_content=False)
-                if not chunk:
-                    raise BackendError(f"{what}: the connection closed after {got} of "
-                                       f"{length} bytes", transient=True)
-                chunks.append(chunk)
-                got += len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            data = response.read(length)
+        if len(data) != length:
+            raise BackendError(f"{what}: the connection closed after {len(data)} of "
+                               f"{length} bytes", transient=True)
+        return data
 
-    def _discard(self, response: urllib3.BaseHTTPResponse, length: int, what: str) -> None:
+    def _discard(self, response: http1.Answer, length: int, what: str) -> None:
         """Read and drop `length` bytes of the body (the part of a 200 before the range)."""
         while length > 0:
             length -= len(self._read_exactly(response, min(CHUNK_BYTES, length), what))
 
     @contextlib.contextmanager
     def _transport_errors(self, what: str, url: str) -> Iterator[None]:
-        """Raise urllib3's errors as objmount's: Unreachable if no connection was made."""
-        parts = urllib.parse.urlsplit(url)
-        where = f"{self.service} at {parts.scheme}://{parts.netloc}" if parts.netloc \
-            else self.service
+        """Raise http1's errors as objmount's: Unreachable if no connection was made."""
         try:
             yield
-        # Refused, DNS: before ConnectTimeoutError, which NewConnectionError subclasses.
-        except urllib3.exceptions.NewConnectionError as exc:
-            raise Unreachable(f"cannot reach {where}: {short_reason(exc)}") from None
-        except urllib3.exceptions.ConnectTimeoutError:
-            raise Unreachable(f"cannot reach {where}: no answer to connect within "
-                              f"{self.timeouts.connect_s:g}s") from None
-        except urllib3.exceptions.ReadTimeoutError:
-            raise BackendError(f"{what}: no data from {where} for {self.timeouts.read_s:g}s "
-                               "(read timeout)", transient=True) from None
-        except urllib3.exceptions.SSLError as exc:
-            raise BackendError(f"cannot reach {where}: TLS: {short_reason(exc)}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            # ProtocolError (reset, cut short: IncompleteRead), socket errors.
-            raise BackendError(f"{what}: connection to {where} broken ({short_reason(exc)})",
+        except http1.ConnectFailed as exc:
+            reason = (f"no answer to connect within {self.timeouts.connect_s:g}s"
+                      if exc.errno == errno.ETIMEDOUT else short_reason(exc))
+            raise Unreachable(f"cannot reach {self._where(url)}: {reason}") from None
+        except http1.TLSFailed as exc:
+            raise BackendError(f"cannot reach {self._where(url)}: TLS: {exc.strerror}") from None
+        except TimeoutError:
+            raise BackendError(f"{what}: no data from {self._where(url)} for "
+                               f"{self.timeouts.read_s:g}s (read timeout)",
                                transient=True) from None
+        except http1.IncompleteBody as exc:
+            raise BackendError(f"{what}: connection to {self._where(url)} broken ({exc})",
+                               transient=True) from None
+        except (http1.ProtocolError, OSError) as exc:  # reset, broken pipe, TLS after the
+            raise BackendError(f"{what}: connection to {self._where(url)} broken "  # handshake
+                               f"({short_reason(exc)})", transient=True) from None
+        except ValueError as exc:  # a request that cannot be written (a CR in a header)
+            raise BackendError(f"{what}: cannot send the request ({exc})") from None
+
+    def _where(self, url: str) -> str:
+        """"S3 at http://host:port" (the service alone without a URL), for messages."""
+        parts = urllib.parse.urlsplit(url)
+        return f"{self.service} at {parts.scheme}://{parts.netloc}" if parts.netloc \
+            else self.service
 
 
 def part_of_answer(status: int, headers: Mapping[str, str], length: int | None, start: int,

@@ -1,9 +1,10 @@
 """The only bridge from trio to blocking backend calls.
 
-Every SDK call runs in a worker thread via `trio.to_thread.run_sync`, under one
-limiter shared by the whole mount, so a slow request never blocks the trio
-thread that serves FUSE. Transient failures are retried here, with exponential
-backoff and a bound, sleeping on trio (no thread held while waiting).
+Every SDK call runs in a worker thread (threads.run_sync: trio.to_thread.run_sync's
+job for a fraction of its CPU), under one limiter shared by the whole mount, so a
+slow request never blocks the trio thread that serves FUSE. Transient failures
+are retried here, with exponential backoff and a bound, sleeping on trio (no
+thread held while waiting).
 
 Two priorities share the threads (PriorityLimiter): demand calls (a reader
 waits for them) and background calls (prefetch, directory read-ahead;
@@ -12,7 +13,9 @@ waits for them) and background calls (prefetch, directory read-ahead;
   and background calls hold at most `background_max` threads at once, so a
   demand miss always finds a thread within one request's time of asking;
 - demand calls are served first come, first served among themselves; a
-  running call is never interrupted (priority acts only at the queue).
+  running call is never interrupted (priority acts only at the queue);
+- a call that finds its thread free takes it without yielding (the thread hop
+  is the schedule point), under the same rules.
 
 Used on the trio thread only (the limiter has no locks).
 """
@@ -24,6 +27,7 @@ from typing import ParamSpec, TypeVar
 
 import trio
 
+from objmount.backends import threads
 from objmount.backends.base import BackendError
 
 log = logging.getLogger(__name__)
@@ -73,9 +77,22 @@ class PriorityLimiter:
                 self._parked.unpark_all()  # a cancelled demand caller may free a turn
             return
         await trio.lowlevel.checkpoint_if_cancelled()
-        while (self.demand_waiting or self.background_in_use >= self.background_max
-               or self._threads.available_tokens < 1):
+        while not self._background_turn():
             await self._parked.park()
+        self._threads.acquire_on_behalf_of_nowait(borrower)
+        self.background_in_use += 1
+
+    def _background_turn(self) -> bool:
+        return not (self.demand_waiting or self.background_in_use >= self.background_max
+                    or self._threads.available_tokens < 1)
+
+    def _acquire_nowait(self, borrower: object, background: bool) -> None:
+        """Take a thread at once, by the rules of _acquire, or raise trio.WouldBlock."""
+        if not background:
+            self._threads.acquire_on_behalf_of_nowait(borrower)  # FIFO: not past waiters
+            return
+        if len(self._parked) or not self._background_turn():  # not past parked callers
+            raise trio.WouldBlock
         self._threads.acquire_on_behalf_of_nowait(borrower)
         self.background_in_use += 1
 
@@ -100,6 +117,9 @@ class _Side:
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         await self._limiter._acquire(borrower, self._background)
 
+    def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
+        self._limiter._acquire_nowait(borrower, self._background)
+
     def release_on_behalf_of(self, borrower: object) -> None:
         self._limiter._release(borrower, self._background)
 
@@ -121,7 +141,7 @@ class Runner:
 
     async def call_once(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args)` in a worker thread, without retries (fail-fast checks)."""
-        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
+        return await threads.run_sync(lambda: fn(*args, **kwargs), self.limiter)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args)` in a worker thread; retry transient BackendErrors, then re-raise."""

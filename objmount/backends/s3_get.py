@@ -1,10 +1,11 @@
-"""Lean S3 GETs: botocore's own SigV4 signer over one pooled urllib3 client.
+"""Lean S3 GETs: SigV4-signed (sigv4.py) over one pooled HTTP client (http_get.py).
 
 boto3's get_object spends ~2 ms of CPU per request in parameter validation,
 event hooks and response parsing, which caps small-file reads near 430 GETs/s
 on two cores. A GET needs none of it: this module signs with the same
-credentials and signer (S3SigV4Auth) and sends through http_get.PooledHTTP,
-for ~10x less CPU per request (bench/gets.py measures both). LIST
+credentials and the headers botocore's S3SigV4Auth would add (sigv4.py, at a
+tenth of botocore's CPU) and sends through http_get.PooledHTTP, for ~10x less
+CPU per request (bench/gets.py measures both). LIST
 (ListObjectsV2) is a GET too: boto3 spends ~55 µs of CPU per listed object,
 mostly parsing each LastModified with dateutil; s3_list.py parses the XML
 this module returns.
@@ -22,14 +23,13 @@ import urllib.parse
 from collections.abc import Mapping
 
 import botocore.exceptions
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 from botocore.utils import check_dns_name
 
 from objmount.backends import Timeouts
 from objmount.backends.http_get import PooledHTTP, StatusError, range_headers
+from objmount.backends.sigv4 import EMPTY_SHA256, SigV4Signer
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
@@ -58,6 +58,7 @@ class S3Getter:
         self.bucket = bucket
         self.region = region
         self.credentials = credentials
+        self.signer = SigV4Signer(credentials, region) if credentials is not None else None
         parts = urllib.parse.urlsplit(self.endpoint_url)
         # botocore's "auto" addressing: virtual host when the name allows it.
         virtual = not path_style and check_dns_name(bucket) and "." not in bucket
@@ -109,13 +110,12 @@ class S3Getter:
             raise error_of(exc, "ListObjectsV2") from None
 
     def signed(self, method: str, url: str, headers: Mapping[str, str],
-               auth: type[S3SigV4Auth] = S3SigV4Auth) -> dict[str, str]:
-        """`headers` plus the SigV4 signature of `method url` (unchanged if unsigned)."""
-        if self.credentials is None:
+               payload_sha256: str = EMPTY_SHA256) -> dict[str, str]:
+        """`headers` plus the SigV4 signature of `method url` (unchanged if unsigned);
+        `payload_sha256`: the body's SHA-256, or sigv4.UNSIGNED_PAYLOAD."""
+        if self.signer is None:
             return dict(headers)
-        request = AWSRequest(method, url, headers=dict(headers))
-        auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
-        return dict(request.headers.items())
+        return self.signer.sign(method, url, headers, payload_sha256)
 
 
 def error_of(exc: StatusError, operation: str) -> Exception:

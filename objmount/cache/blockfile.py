@@ -27,8 +27,10 @@ Invariants:
 - a file is opened with O_NOFOLLOW|O_NONBLOCK (a planted symlink or FIFO neither
   redirects nor blocks the read) and accepted only if it is a regular file of the
   user's of exactly the expected size;
-- `verify` is pure (bytes in; bytes out or CorruptBlock): a later fast path can
-  read a block from an open descriptor (preadv) and check it without the store.
+- `verify` is pure (bytes in; bytes out or CorruptBlock), and `read_verified`
+  reads through any pread: the fast path (cache/openblocks.py) reads a block
+  from a descriptor it keeps open with `pread_nowait` and checks it without the
+  store, against the header it verified when it opened the file.
 """
 
 import contextlib
@@ -67,7 +69,12 @@ TMP_PREFIX = ".tmp-"
 _CRC = struct.Struct("<I")
 _FIXED_BYTES = HEADER.size + CRC_BYTES  # the header without its chunk CRCs
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# No atime updates: a read then never waits for an inode write (relatime still
+# writes one after a file's first read), which the trio thread's RWF_NOWAIT reads
+# must not. Refused (EPERM) for a file that is not ours, which is refused anyway.
+_NOATIME = getattr(os, "O_NOATIME", 0)
+# Read-write: the writer may keep the descriptor to read the block back (the fast path).
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class CorruptBlock(Exception):
@@ -141,27 +148,53 @@ def verify(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey, st
                      digest or key_digest(key))
 
 
-def verify_read(fd: int, key: BlockKey, start: int, end: int,
-                pread: Callable[[int, int, int], bytes] = os.pread,
-                digest: bytes | None = None) -> bytes:
+Pread = Callable[[int, int, int], bytes | bytearray]
+
+
+def verify_read(fd: int, key: BlockKey, start: int, end: int, pread: Pread = os.pread,
+                digest: bytes | None = None) -> bytes | bytearray:
     """Return bytes [start, end) of the block `key` from its open file `fd`, verified.
 
-    Reads header and covering chunks with `pread(fd, size, offset)` (os.pread, or a
-    non-blocking variant that raises BlockingIOError). `digest` as for `verify`.
+    Reads header and covering chunks with `pread(fd, size, offset)` (os.pread, or
+    `pread_nowait`, which raises BlockingIOError). `digest` as for `verify`.
     Raises CorruptBlock, OSError.
     """
+    return read_verified(fd, key, start, end, pread, digest)[0]
+
+
+def read_verified(fd: int, key: BlockKey, start: int, end: int, pread: Pread = os.pread,
+                  digest: bytes | None = None, head: bytes | None = None
+                  ) -> tuple[bytes | bytearray, bytes]:
+    """verify_read, also returning the file's header; with `head` (the header as read
+    before from this file), only the chunks covering the range are read: the header
+    is checked again against the key, and the chunks against its CRCs."""
     span = read_span(key.length, start, end)
     digest = digest or key_digest(key)
     size = span.header_bytes
+    if head is not None:
+        data = pread(fd, span.data_bytes, span.data_offset) if span.data_bytes else b""
+        return _verified(head, data, key, span, start, end, digest), head
     if span.one_read:
         whole = pread(fd, size + span.data_bytes, 0)
-        return _verified(whole[:size], memoryview(whole)[size:], key, span, start, end, digest)
-    return _verified(pread(fd, size, 0), pread(fd, span.data_bytes, span.data_offset), key,
-                     span, start, end, digest)
+        head = bytes(whole[:size])
+        return _verified(head, memoryview(whole)[size:], key, span, start, end, digest), head
+    head = bytes(pread(fd, size, 0))
+    return _verified(head, pread(fd, span.data_bytes, span.data_offset), key, span, start, end,
+                     digest), head
 
 
-def _verified(head: bytes, data: bytes | memoryview, key: BlockKey, span: ReadSpan,
-              start: int, end: int, digest: bytes) -> bytes:
+def pread_nowait(fd: int, size: int, offset: int) -> bytearray:
+    """Read `size` bytes at `offset` only if they are all in the page cache (preadv with
+    RWF_NOWAIT: no wait for the disk); raise BlockingIOError if they are not (EAGAIN,
+    or only some were). Raises OSError (EOPNOTSUPP: the filesystem cannot)."""
+    buffer = bytearray(size)
+    if size and os.preadv(fd, [buffer], offset, os.RWF_NOWAIT) != size:
+        raise BlockingIOError("only part of the range is in the page cache")
+    return buffer
+
+
+def _verified(head: bytes, data: bytes | bytearray | memoryview, key: BlockKey,
+              span: ReadSpan, start: int, end: int, digest: bytes) -> bytes | bytearray:
     if len(head) != span.header_bytes:
         raise CorruptBlock("truncated header")
     if head[: HEADER.size] != HEADER.pack(MAGIC, CHUNK_BYTES, key.length, digest):
@@ -185,7 +218,7 @@ def _verified(head: bytes, data: bytes | memoryview, key: BlockKey, span: ReadSp
             if zlib.crc32(piece, i) != _CRC.unpack_from(head, HEADER.size + i * CRC_BYTES)[0]:
                 raise CorruptBlock(f"checksum mismatch in chunk {i}")
     lo = start - first * CHUNK_BYTES
-    if isinstance(data, bytes) and lo == 0 and end - start == len(data):
+    if isinstance(data, bytes | bytearray) and lo == 0 and end - start == len(data):
         return data  # no copy
     return bytes(memoryview(data)[lo : lo + end - start])
 
@@ -197,13 +230,15 @@ def open_block(path: str, length: int, uid: int) -> int:
     regular file of `uid` of the right size (a symlink included), OSError otherwise.
     """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, _OPEN_FLAGS | _NOATIME)
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         if os.path.islink(path):
             raise CorruptBlock("a symlink") from None
-        raise
+        if not isinstance(exc, PermissionError):
+            raise
+        fd = os.open(path, _OPEN_FLAGS)  # not ours (O_NOATIME): refused below
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
@@ -216,23 +251,30 @@ def open_block(path: str, length: int, uid: int) -> int:
     return fd
 
 
-def write_block(directory: str, name: str, parts: Sequence[bytes | memoryview]) -> str:
-    """Write `parts` as the file `name` in `directory` (via a temporary file and a rename);
-    return its path. Raises OSError; a failed write leaves no file behind."""
+def write_block(directory: str, name: str, parts: Sequence[bytes | memoryview],
+                keep_open: bool = False) -> int | None:
+    """Write `parts` as the file `name` in `directory` (via a temporary file and a rename).
+
+    Returns the file's descriptor (open for reading, the caller closes it) with
+    `keep_open`, else None. Raises OSError; a failed write leaves no file behind.
+    """
     tmp = os.path.join(directory, TMP_PREFIX + os.urandom(8).hex())
     fd = os.open(tmp, _CREATE_FLAGS, 0o600)
     try:
         try:
             _write_all(fd, parts)
-        finally:
+            os.rename(tmp, os.path.join(directory, name))
+        except BaseException:
             os.close(fd)
-        final = os.path.join(directory, name)
-        os.rename(tmp, final)
+            raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return final
+    if keep_open:
+        return fd
+    os.close(fd)
+    return None
 
 
 def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:

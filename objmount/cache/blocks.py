@@ -47,7 +47,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -61,6 +61,7 @@ from objmount.cache.blockfile import (
     file_bytes,
     header,
     open_block,
+    read_verified,
     stored_bytes,
     verify_read,
     write_block,
@@ -87,8 +88,8 @@ from objmount.cache.keys import (
 from objmount.errors import ConfigError
 from objmount.private import private_dir, private_subdirs
 
-__all__ = ["KEY_VERSION", "BlockKey", "BlockStore", "EvictionPolicy", "LruPolicy", "block_key",
-           "open_store", "source_id"]
+__all__ = ["KEY_VERSION", "BlockKey", "BlockStore", "EvictionPolicy", "LruPolicy", "OpenBlock",
+           "block_key", "open_store", "source_id"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ RECONCILE_GRACE_S = 600.0
 # The directories' own size (257 of them, 4 KiB each when small) is counted in the cap;
 # it is re-measured this often (it only grows as the directories fill).
 DIRS_MEASURE_S = 10.0
+# The index's files are measured at most this often (3 stats; the WAL is counted at
+# its reserved size anyway, the database grows by ~100 bytes a row).
+INDEX_MEASURE_S = 1.0
 # Index rows read per query when looking for victims (each is validated).
 VICTIM_PAGE = 8
 # Victims asked of the policy per write, at most (a policy naming blocks that are gone).
@@ -183,6 +187,15 @@ class LruPolicy:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class OpenBlock:
+    """A block's file, open for reading (`fd`, the holder closes it), and its header as
+    read or written (what blockfile.read_verified needs to read it again)."""
+
+    fd: int
+    head: bytes
+
+
 @dataclass
 class StoreCounters:
     """What the store did since it was opened (this process only)."""
@@ -243,6 +256,8 @@ class BlockStore:
         self._writes_paused_until = 0.0
         self._dirs_bytes = self._measure_dirs()
         self._dirs_measured_at = time.monotonic()
+        self._index_bytes = 0
+        self._index_measured_at = -INDEX_MEASURE_S
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
         self._writer: tuple[int, int] | None = None
@@ -298,22 +313,32 @@ class BlockStore:
 
     # Reads.
 
-    def read_range(self, key: BlockKey, start: int, end: int) -> bytes | None:
+    def read_range(self, key: BlockKey, start: int, end: int) -> bytes | bytearray | None:
         """Return bytes [start, end) of the block (offsets within it), or None on a miss.
 
         Only the chunks covering the range are read and verified; a bad file drops the
         whole block (a miss). No SQLite. Blocks on disk; never raises for I/O errors.
         """
+        return self.read_kept(key, start, end)[0]
+
+    def read_kept(self, key: BlockKey, start: int, end: int, opened: OpenBlock | None = None,
+                  keep_open: bool = False) -> tuple[bytes | bytearray | None, OpenBlock | None]:
+        """read_range through a file opened before (`opened`, still the caller's), or one it
+        opens; return the bytes (None on a miss) and, with `keep_open`, the file it opened
+        (the caller closes it; None if it opened none, or on a miss).
+
+        A file found corrupt is dropped (its derived path and row), also through `opened`.
+        """
         if not 0 <= start <= end <= key.length:
             raise ValueError(f"range [{start}, {end}) is outside block of {key.length} bytes")
         name, digest = name_and_digest(key)
         data = None
+        fd = None
         try:
-            fd = open_block(self._path(name), key.length, self._uid)
-            try:
-                data = verify_read(fd, key, start, end, digest=digest)
-            finally:
-                os.close(fd)
+            if opened is None:
+                fd = open_block(self._path(name), key.length, self._uid)
+            data, head = read_verified(fd if opened is None else opened.fd, key, start, end,
+                                       digest=digest, head=None if opened is None else opened.head)
         except FileNotFoundError:
             pass
         except CorruptBlock as exc:
@@ -324,9 +349,16 @@ class BlockStore:
         if data is None:
             with self._lock:
                 self.counters.misses += 1
-        else:
-            self.note_hit(key, name)
-        return data
+            if fd is not None:
+                os.close(fd)
+            return None, None
+        self.note_hit(key, name)
+        if fd is None:
+            return data, None
+        if keep_open:
+            return data, OpenBlock(fd, head)
+        os.close(fd)
+        return data, None
 
     def read_block(self, key: BlockKey) -> bytes | None:
         """Return the whole block, verified, or None on a miss."""
@@ -383,100 +415,148 @@ class BlockStore:
         are paused, or the write failed (logged once as a warning; writes then pause
         for WRITE_PAUSE_S). Never raises for I/O or SQLite errors.
         """
-        if len(data) != key.length:
-            raise ValueError(f"block of {key.length} bytes given {len(data)} bytes")
-        size = stored_bytes(key.length)
-        if size > self.max_size_bytes or time.monotonic() < self._writes_paused_until:
-            return False
-        name = name_of(key)
+        return self.put_many([(key, data)], keep_open=False)[0][0]
+
+    def put_many(self, blocks: Sequence[tuple[BlockKey, bytes | bytearray | memoryview]],
+                 keep_open: bool = False) -> list[tuple[bool, OpenBlock | None]]:
+        """put for several blocks: their room reserved in one index transaction, their
+        files written, their rows confirmed with one query. Returns, per block, whether
+        it is stored and (with `keep_open`) the file written, open for reading with its
+        header (the caller closes it; None if this call wrote none).
+
+        Per block, what put says; a failed write stops the rest of the batch (writes
+        pause). One transaction instead of one per block: ~40 us of CPU per row in
+        batches of 16 against ~90 alone (SQLite's locks and WAL frames per commit).
+        """
+        results: list[tuple[bool, OpenBlock | None]] = [(False, None)] * len(blocks)
+        todo: list[tuple[int, BlockKey, str, int]] = []
+        paused = time.monotonic() < self._writes_paused_until
         with self._lock:
-            if not self.policy.admit(key, size):
-                self.counters.not_admitted += 1
-                return False
-            if name in self._writing:  # another thread is writing it
-                return False
-            self._writing.add(name)
+            for i, (key, data) in enumerate(blocks):
+                if len(data) != key.length:
+                    raise ValueError(f"block of {key.length} bytes given {len(data)} bytes")
+                size = stored_bytes(key.length)
+                if size > self.max_size_bytes or paused:
+                    continue
+                name = name_of(key)
+                if name in self._writing:  # another thread is writing it
+                    continue
+                self._writing.add(name)
+                todo.append((i, key, name, size))
         try:
-            return self._put(key, name, size, data)
+            self._write_reserved(blocks, todo, results, keep_open)
         finally:
             with self._lock:
-                self._writing.discard(name)
+                self._writing.difference_update(name for _, _, name, _ in todo)
+        return results
 
-    def _put(self, key: BlockKey, name: str, size: int, data: bytes | memoryview) -> bool:
+    def _write_reserved(self, blocks: Sequence[tuple[BlockKey, bytes | bytearray | memoryview]],
+                        todo: list[tuple[int, BlockKey, str, int]],
+                        results: list[tuple[bool, OpenBlock | None]], keep_open: bool) -> None:
+        if not todo:
+            return
         try:
-            owned = self._reserve(key, name, size)
+            with self._index.write() as tx:
+                overhead = self.overhead_bytes()
+                # Admitted one by one, each after the evictions of those before it (the
+                # policy learns from them that the cache is full).
+                owned = [self._reserve(tx, key, name, size, overhead) if self._admit(key, size)
+                         else None for _, key, name, size in todo]
         except Exception as exc:  # SQLite, the disk, or the policy: nothing was changed
             self._write_failed(exc)
-            return False
-        if owned is None:
-            return False
-        if not owned and self.contains(key):
-            return True  # stored by another thread or process meanwhile
-        path = self._path(name)
-        try:
-            write_block(os.path.dirname(path), os.path.basename(path),
-                        [header(key_digest(key), data), data])
-        except Exception as exc:
-            if owned:
-                with contextlib.suppress(*_STORE_ERRORS), self._index.write() as tx:
-                    tx.delete(name)
-            self._write_failed(exc)
-            return False
-        # Another process may have evicted the reservation meanwhile: the file would
-        # then be counted nowhere.
-        kept = True
+            return
+        written: list[tuple[int, BlockKey, str, int | None, bytes]] = []
+        for (i, key, name, _size), mine in zip(todo, owned, strict=True):
+            if mine is None:
+                continue
+            if not mine and self.contains(key):
+                results[i] = (True, None)  # stored by another thread or process meanwhile
+                continue
+            if time.monotonic() < self._writes_paused_until:  # an earlier write failed
+                self._forget_rows([name] if mine else [])
+                continue
+            data = blocks[i][1]
+            path = self._path(name)
+            head = header(key_digest(key), data)
+            try:
+                fd = write_block(os.path.dirname(path), os.path.basename(path), [head, data],
+                                 keep_open=keep_open)
+            except Exception as exc:
+                self._forget_rows([name] if mine else [])
+                self._write_failed(exc)
+                continue
+            written.append((i, key, name, fd, head))
+        # Another process may have evicted a reservation meanwhile: its file would then
+        # be counted nowhere.
+        kept = {name for _, _, name, _, _ in written}
         with contextlib.suppress(sqlite3.Error):
-            kept = self._index.exists(name)
-        if not kept:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return False
-        with self._lock:
-            self.counters.writes += 1
-            self.policy.inserted(key)
-        return True
-
-    def _reserve(self, key: BlockKey, name: str, size: int) -> bool | None:
-        """Make room and insert the block's row, in one transaction; return True if the
-        row is ours, False if the block had one already, None if there is no room."""
-        with self._index.write() as tx:
-            if tx.get(name) is not None:
-                tx.touch([(name, now_ms())])
-                return False
-            overhead = self.overhead_bytes()
-            victims: list[Row] = []
-            for attempt in range(RESERVE_ATTEMPTS):
-                need = (tx.totals()[0] + size + overhead - self.max_size_bytes
-                        - sum(row.size for row in victims))
-                if need <= 0:
-                    break
-                if attempt == 0:
-                    self._flush_into(tx)  # so that this eviction sees this process's hits
-                more = self._victims(tx, need, {row.name for row in victims})
-                if not tx.damaged:  # else deleted invalid rows freed bytes: count again
-                    if more is None:
-                        with self._lock:
-                            self.counters.no_room += 1
-                        log.debug("no room in the cache for %r [%d, %d)", key.key, key.start,
-                                  key.end)
-                        return None
-                    victims += more
-                    break
-                tx.recount()
-                victims += more or []
-            else:
-                return None
-            if not victims and time.monotonic() - self._flushed_at >= RECENCY_FLUSH_S:
-                self._flush_into(tx)
-            for row in victims:
-                _unlink_block(self._path(row.name))
-                tx.delete(row.name)
+            kept = self._index.existing(list(kept))
+        for i, key, name, fd, head in written:
+            if name not in kept:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path(name))
+                if fd is not None:
+                    os.close(fd)
+                continue
             with self._lock:
-                self.counters.evicted += len(victims)
-                for row in victims:
-                    self.policy.removed(row.key)
-            tx.insert(Row(name, key, size, now_ms()))
-            return True
+                self.counters.writes += 1
+                self.policy.inserted(key)
+            results[i] = (True, None if fd is None else OpenBlock(fd, head))
+
+    def _admit(self, key: BlockKey, size: int) -> bool:
+        with self._lock:
+            if self.policy.admit(key, size):
+                return True
+            self.counters.not_admitted += 1
+            return False
+
+    def _forget_rows(self, names: list[str]) -> None:
+        """Delete the rows reserved for files that were not written."""
+        if names:
+            with contextlib.suppress(*_STORE_ERRORS), self._index.write() as tx:
+                for name in names:
+                    tx.delete(name)
+
+    def _reserve(self, tx: Transaction, key: BlockKey, name: str, size: int,
+                 overhead: int) -> bool | None:
+        """In `tx`: make room and insert the block's row; return True if the row is ours,
+        False if the block had one already, None if there is no room."""
+        if tx.get(name) is not None:
+            tx.touch([(name, now_ms())])
+            return False
+        victims: list[Row] = []
+        for attempt in range(RESERVE_ATTEMPTS):
+            need = (tx.totals()[0] + size + overhead - self.max_size_bytes
+                    - sum(row.size for row in victims))
+            if need <= 0:
+                break
+            if attempt == 0:
+                self._flush_into(tx)  # so that this eviction sees this process's hits
+            more = self._victims(tx, need, {row.name for row in victims})
+            if not tx.damaged:  # else deleted invalid rows freed bytes: count again
+                if more is None:
+                    with self._lock:
+                        self.counters.no_room += 1
+                    log.debug("no room in the cache for %r [%d, %d)", key.key, key.start,
+                              key.end)
+                    return None
+                victims += more
+                break
+            tx.recount()
+            victims += more or []
+        else:
+            return None
+        if not victims and time.monotonic() - self._flushed_at >= RECENCY_FLUSH_S:
+            self._flush_into(tx)
+        for row in victims:
+            _unlink_block(self._path(row.name))
+            tx.delete(row.name)
+        with self._lock:
+            self.counters.evicted += len(victims)
+            for row in victims:
+                self.policy.removed(row.key)
+        tx.insert(Row(name, key, size, now_ms()))
+        return True
 
     def _victims(self, tx: Transaction, need: int, taken: set[str]) -> list[Row] | None:
         """Choose rows worth at least `need` bytes, none of `taken`: the policy's, then the
@@ -525,10 +605,14 @@ class BlockStore:
 
     def overhead_bytes(self) -> int:
         """Disk the index's files and the directories take (counted in the cap)."""
-        if time.monotonic() - self._dirs_measured_at >= DIRS_MEASURE_S:
+        now = time.monotonic()
+        if now - self._dirs_measured_at >= DIRS_MEASURE_S:
             self._dirs_bytes = self._measure_dirs()
-            self._dirs_measured_at = time.monotonic()
-        return self._index.disk_bytes() + self._dirs_bytes
+            self._dirs_measured_at = now
+        if now - self._index_measured_at >= INDEX_MEASURE_S:
+            self._index_bytes = self._index.disk_bytes()
+            self._index_measured_at = now
+        return self._index_bytes + self._dirs_bytes
 
     def _measure_dirs(self) -> int:
         paths = [self.directory, self.blocks_dir] + [self.blocks_dir / n for n in DIR_NAMES]

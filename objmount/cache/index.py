@@ -269,9 +269,18 @@ class Index:
                 raise
 
     def exists(self, name: str) -> bool:
+        return bool(self.existing([name]))
+
+    def existing(self, names: list[str]) -> set[str]:
+        """The names among `names` that have a row (as stored: not validated)."""
+        found: set[str] = set()
         with self._lock:
-            return self._conn.execute("SELECT 1 FROM blocks WHERE name = ?",
-                                      (name,)).fetchone() is not None
+            for at in range(0, len(names), PAGE_ROWS):
+                page = names[at:at + PAGE_ROWS]
+                found.update(row[0] for row in self._conn.execute(
+                    f"SELECT name FROM blocks WHERE name IN ({','.join('?' * len(page))})",
+                    page))
+        return found
 
     def totals(self) -> tuple[int, int]:
         """Return (bytes, blocks) of every row."""

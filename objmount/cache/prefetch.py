@@ -43,7 +43,7 @@ FORWARD_SLACK_BYTES = 1 * MiB
 class BlockSource(Protocol):
     """Where a Prefetcher gets bytes: blocks by index within one object."""
 
-    async def fetch_block(self, index: int) -> bytes:
+    async def fetch_block(self, index: int) -> bytes | bytearray:
         """Return the whole block `index` (the same bytes to every concurrent caller)."""
         ...
 
@@ -68,7 +68,7 @@ class _Slot:
     index: int
     nbytes: int
     done: trio.Event
-    data: bytes | None = None
+    data: bytes | bytearray | None = None
     error: Exception | None = None
     released: bool = False
 
@@ -83,7 +83,7 @@ class Prefetcher:
         budget: MemoryBudget,
         spawn: Spawn,
         settings: PrefetchSettings,
-        on_consumed: Callable[[int, bytes], None] | None = None,
+        on_consumed: Callable[[int, bytes | bytearray], None] | None = None,
     ) -> None:
         self.size_bytes = size_bytes
         self.source = source

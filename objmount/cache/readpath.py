@@ -1,23 +1,33 @@
 """CachedReadPath: the mount's read path through memory, local disk, then the store.
 
-A block is looked up in the hot tier (memory), then among fetches in flight,
-then on local disk (BlockStore), and only then fetched with one ranged GET of
-the whole block. Per open file, a Prefetcher turns reads into block lookups and
-reads ahead when reads are sequential.
+A block is looked up in the hot tier (memory), then among lookups in flight,
+then in the block files kept open (read on the trio thread while their pages
+are in memory: cache/openblocks.py), then on local disk (BlockStore, in a
+worker thread), and only then fetched with one ranged GET of the whole block.
+A file of one block is one lookup, started at open; a larger file's reads go
+through its Prefetcher, which reads ahead when they are sequential.
 
 Invariants:
 - single flight: concurrent lookups of one block (from any open file, read or
   read-ahead) share one disk read or one GET;
-- a block is keyed by the ETag the file had at open (BlockKey): bytes of two
+- a block is keyed by the version the file had at open (BlockKey): bytes of two
   versions are never mixed, and a changed object never reads old bytes;
 - every blocking call (GETs through the mount's Runner, disk and SQLite through
-  a Runner of their own) runs in a worker thread, never on the trio thread; a
-  disk hit reads the block's file with no SQLite (BlockStore), and the store's
-  record of hits reaches its index in batches, every RECENCY_FLUSH_S;
-- a block fetched from the store is written to disk in the background, shielded
-  from cancellation: a clean unmount finishes its writes, SIGKILL loses only them;
-  whether it is written at all is the store's policy's decision (policy.py: a
-  stable resident set when an epoch reads more than the cache holds);
+  a Runner of their own) runs in a worker thread, with one exception: reads of
+  block files kept open, whose pages the kernel has in memory (openblocks.py:
+  preadv with RWF_NOWAIT, never a wait for the disk). A disk hit reads the
+  block's file with no SQLite (BlockStore), and the store's record of hits
+  reaches its index in batches, every RECENCY_FLUSH_S;
+- one thread hop per cold small block: its disk lookup and its GET run in one
+  GET thread when one is free (else the disk lookup first, in a disk thread);
+  the block goes to its readers as soon as it is fetched, and to the cache's
+  writer thread (cache/writer.py), which writes blocks in batches;
+- a block fetched from the store stays in flight (so held, and charged to the
+  budget) until the writer reports it written: nobody misses on disk meanwhile
+  and fetches it twice. A clean unmount finishes the writes queued, SIGKILL
+  loses only them; whether it is written at all is the store's policy's
+  decision (policy.py: a stable resident set when an epoch reads more than the
+  cache holds);
 - prefetch (an order's, orderahead.py; directory read-ahead) runs at the
   runner's background priority: a reader's miss always goes first. A block an
   order fetched ahead is held in the AheadBuffer (memory) until a read claims it
@@ -32,32 +42,40 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
-from objmount import log as logs
 from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import (
     RECENCY_FLUSH_S,
     BlockKey,
     BlockStore,
+    OpenBlock,
     block_key,
     open_store,
 )
 from objmount.cache.dirahead import DirectoryReadAhead
+from objmount.cache.keys import name_of
 from objmount.cache.memory import AheadBuffer, HotTier, MemoryBudget
+from objmount.cache.openblocks import OpenBlocks
 from objmount.cache.orderahead import OrderAhead, Resolve
 from objmount.cache.policy import ResidentSetPolicy
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
-from objmount.readpath import ReadBytes, ReadStats, fetch_exact
+from objmount.cache.writer import BlockWriter, Outcome, Write
+from objmount.readpath import ReadBytes, ReadStats, check_exact
 
 log = logging.getLogger(__name__)
 
 # Threads for disk and SQLite work, apart from the GET threads: a cache hit never
 # queues behind slow GETs. Four keep a local SSD busy with 1-8 MiB reads.
 DISK_THREADS = 4
+# A block up to this size is looked up on disk in the GET thread that fetches it if
+# it is not there (one hop); a larger one is read in a disk thread (8 MiB takes
+# milliseconds: GET threads are for GETs).
+SMALL_BLOCK_BYTES = 1 << 20
 
 
 class CacheStats(ReadStats):
@@ -91,11 +109,15 @@ class CacheStats(ReadStats):
 
 @dataclass(eq=False)
 class _Flight:
-    """One block being read from disk or fetched; every lookup of it waits here."""
+    """One block being read from disk or fetched; every lookup of it waits here.
+
+    `data` None with no error: a read-ahead found the block on disk already (read it
+    from there)."""
 
     done: trio.Event
-    data: bytes | None = None
+    data: bytes | bytearray | None = None
     error: Exception | None = None
+    writing: bool = False  # with the writer: it ends the flight
     prefetch: bool = False  # an order's prefetch (orderahead.py)
     claimed: bool = False  # a reader joined it: the buffer need not hold it
     fetched: bool = False  # a GET, not a disk read
@@ -107,19 +129,31 @@ class _Flight:
             buffer.used_bytes += nbytes
         self.claimed = True
 
-    async def result_for(self, waiter: "_ObjectBlocks | None") -> bytes:
+    async def result_for(self, waiter: "_GetCounter | None") -> bytes | bytearray | None:
         """The block, as `result`; counts in `waiter.gets` that it came from the store."""
         data = await self.result()
         if waiter is not None and self.fetched:
             waiter.gets += 1
         return data
 
-    async def result(self) -> bytes:
+    async def result(self) -> bytes | bytearray | None:
         await self.done.wait()
         if self.error is not None:
             raise self.error
-        assert self.data is not None
         return self.data
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What one hop to a GET thread did for a block."""
+
+    data: bytes | bytearray | None  # None: on disk already (a read-ahead's check)
+    got: bool  # a GET fetched it (else it was read from disk)
+    opened: OpenBlock | None  # its file, kept open (read from disk)
+
+
+def _slice(data: bytes | bytearray, start: int, end: int) -> ReadBytes:
+    return data if start == 0 and end == len(data) else memoryview(data)[start:end]
 
 
 class CachedReadPath:
@@ -173,6 +207,11 @@ class CachedReadPath:
             cache_bytes=(self.policy.capacity_bytes if self.policy is not None
                          else options.max_size_bytes),
         )
+        self.open_blocks = OpenBlocks()
+        self.writer = BlockWriter(store, self._written) if store is not None else None
+        self._writes_pending = 0
+        self._writes_settled = trio.Event()
+        self._writes_settled.set()
         self._flights: dict[BlockKey, _Flight] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -183,7 +222,9 @@ class CachedReadPath:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self.store is not None:
-                    nursery.start_soon(self._flush_recency, self.store)
+                    nursery.start_soon(self._maintain, self.store)
+                if self.writer is not None:
+                    self.writer.start()
                 await nursery.start(self.orders.serve)
                 task_status.started()
                 try:
@@ -191,36 +232,40 @@ class CachedReadPath:
                 finally:
                     self._nursery = None
         finally:
-            if self.store is not None:
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if self.writer is not None:  # its last reports run before this returns
+                    await self.disk_runner.call_once(self.writer.close)
+                self.open_blocks.close()
+                if self.store is not None:
                     await self.disk_runner.call_once(self.store.close)
 
-    async def _flush_recency(self, store: BlockStore) -> None:
-        """Write the store's hits to its index every RECENCY_FLUSH_S (in a disk thread),
-        so other processes evict by an order that knows them."""
+    async def _maintain(self, store: BlockStore) -> None:
+        """Every RECENCY_FLUSH_S: write the store's hits to its index (in a disk thread),
+        so other processes evict by an order that knows them; let go of kept files that
+        any process evicted, so their disk space is freed."""
         while True:
             await trio.sleep(RECENCY_FLUSH_S)
+            self.open_blocks.sweep()
             try:
                 await self.disk_runner.call_once(store.flush_recency)
             except (OSError, sqlite3.Error) as exc:  # the next flush (or write) retries
                 log.debug("cannot write cache hits to the index: %s", exc)
 
-    async def open(self, obj: ObjectInfo) -> "CachedHandle":
+    async def open(self, obj: ObjectInfo, keep_cache: bool = False
+                   ) -> "OneBlockHandle | CachedHandle":
         self.orders.opened(obj)
         self.dir_ahead.opened(obj)
-        handle = CachedHandle(self, obj)
-        handle.prefetcher.start_whole()  # a one-block object: its GET starts now
-        return handle
+        if obj.size <= self.options.block_size_bytes:
+            return OneBlockHandle(self, obj, fetch_now=not keep_cache)
+        return CachedHandle(self, obj)
 
     async def fetch_ahead(self, obj: ObjectInfo) -> None:
         """Bring a one-block object into the disk cache unless it is there or on its way."""
         key = self._first_key(obj)
-        if key in self.hot or key in self._flights:
+        name = name_of(key)
+        if key in self.hot or key in self._flights or name in self.open_blocks:
             return
-        if self.store is not None and await self.disk_runner.call_once(self.store.contains, key):
-            return
-        flight = self._flights.get(key) or self._start_flight(
-            obj, key, check_disk=False, keep_hot=False, ahead=True)
+        flight = self._start_flight(obj, key, name, ahead=True)
         await flight.done.wait()
         if flight.error is not None:
             raise flight.error
@@ -259,16 +304,7 @@ class CachedReadPath:
             self.ahead.unreserve(key.length)  # there already, or on its way
             return True
         flight = _Flight(trio.Event(), prefetch=True)
-        self._flights[key] = flight
-
-        async def run() -> None:
-            try:
-                await self._fly_ahead(obj, key, flight)
-            finally:
-                if self._flights.get(key) is flight:
-                    del self._flights[key]
-
-        self.spawn(run)
+        self._launch(key, flight, lambda: self._fly_ahead(obj, key, flight))
         await flight.done.wait()
         if flight.error is not None:
             raise flight.error
@@ -278,11 +314,13 @@ class CachedReadPath:
         self.ahead.drop(self._first_key(obj))
 
     async def _fly_ahead(self, obj: ObjectInfo, key: BlockKey, flight: _Flight) -> None:
+        name = name_of(key)
         data = None
         try:
             self.stats.prefetch_gets += 1
             flight.fetched = True
-            data = await self._get(obj, key, background=True)
+            data = (await self._fetch(obj, key, name, read_disk=False, present_ok=False,
+                                      background=True)).data
             flight.data = data
         except Exception as exc:  # raised in every reader that joined
             flight.error = exc
@@ -295,7 +333,7 @@ class CachedReadPath:
                 self.ahead.unreserve(key.length)
             flight.done.set()
         if data is not None:
-            await self._store_fetched(key, data)
+            self._store_fetched(key, name, data, flight)
 
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
         """Run `fn` in the background (in serve's nursery)."""
@@ -305,41 +343,75 @@ class CachedReadPath:
 
     # Block lookups (the BlockSource of every open file).
 
-    async def fetch_block(self, obj: ObjectInfo, key: BlockKey,
-                          waiter: "_ObjectBlocks | None" = None) -> bytes:
-        """Return a whole block: from memory, from a lookup in flight, from disk, or a GET
-        (counted in `waiter.gets`)."""
+    def lookup_now(self, key: BlockKey, name: str, start: int, end: int) -> ReadBytes | None:
+        """Bytes [start, end) of a block from memory (the hot tier, or fetched ahead for an
+        order: claimed), or from its file kept open if the kernel has its pages; None if
+        none of them. On the trio thread, never waits."""
         data = self.hot.get(key) or self.ahead.claim(key)
         if data is not None:
             self._hit(memory=True)
-            return data
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = self._start_flight(obj, key, check_disk=True, keep_hot=False, ahead=False)
+            return _slice(data, start, end)
+        found = self.open_blocks.read(name, key, start, end)
+        if found is not None:
+            self._hit(memory=False)
+            self.stats.fast_disk_hits += 1
+            if self.store is not None:
+                self.store.note_hit(key, name)
+        return found
+
+    def flight_of(self, obj: ObjectInfo, key: BlockKey, name: str,
+                  check_disk: bool = True) -> "_Flight":
+        """The lookup of a whole block in flight, or a new one (disk unless the caller
+        just looked there, then the store)."""
+        return self._flights.get(key) or self._start_flight(obj, key, name, ahead=False,
+                                                             check_disk=check_disk)
+
+    async def _join(self, flight: _Flight, key: BlockKey, waiter: "_GetCounter | None"
+                    ) -> bytes | bytearray | None:
+        """A reader's wait for `flight`: claims it if an order fetches it ahead."""
         flight.claim(self.ahead, key.length)
         return await flight.result_for(waiter)
 
+    async def fetch_block(self, obj: ObjectInfo, key: BlockKey,
+                          waiter: "_GetCounter | None" = None) -> bytes | bytearray:
+        """Return a whole block: from memory, a file kept open, a lookup in flight, from
+        disk, or a GET (counted in `waiter.gets`)."""
+        name = name_of(key)
+        found = self.lookup_now(key, name, 0, key.length)
+        if found is not None:
+            return bytes(found) if isinstance(found, memoryview) else found  # whole: not one
+        data = await self._join(self.flight_of(obj, key, name), key, waiter)
+        if data is None:  # a read-ahead's check found it on disk
+            data = await self._read_disk(key, name, 0, key.length)
+        return data if data is not None else await self._get_now(obj, key, name, waiter)
+
     async def read_range(
         self, obj: ObjectInfo, key: BlockKey, start: int, end: int,
-        waiter: "_ObjectBlocks | None" = None,
+        waiter: "_GetCounter | None" = None,
     ) -> ReadBytes:
         """Return bytes [start, end) of a block, reading only what is needed from disk (a
         GET is counted in `waiter.gets`)."""
-        data = self.hot.get(key) or self.ahead.claim(key)
+        name = name_of(key)
+        data = self.lookup_now(key, name, start, end)
         if data is not None:
-            self._hit(memory=True)
-            return memoryview(data)[start:end]
+            return data
         flight = self._flights.get(key)
+        checked = False
         if flight is None and self.store is not None:
-            data = await self.disk_runner.call_once(self.store.read_range, key, start, end)
-            if data is not None:
-                self._hit(memory=False)
-                return data
+            found = await self._read_disk(key, name, start, end)
+            if found is not None:
+                return found
+            checked = True
             flight = self._flights.get(key)  # another lookup may have started meanwhile
-        if flight is None:
-            flight = self._start_flight(obj, key, check_disk=False, keep_hot=True, ahead=False)
-        flight.claim(self.ahead, key.length)
-        return memoryview(await flight.result_for(waiter))[start:end]
+        block = None
+        if flight is not None:
+            block = await self._join(flight, key, waiter)
+        if block is None:
+            block = await self._join(self.flight_of(obj, key, name, check_disk=not checked),
+                                     key, waiter)
+        if block is None:
+            block = await self._get_now(obj, key, name, waiter)
+        return _slice(block, start, end)
 
     def _hit(self, *, memory: bool) -> None:
         self.stats.cache_hits += 1
@@ -348,79 +420,253 @@ class CachedReadPath:
         else:
             self.stats.disk_hits += 1
 
-    def _start_flight(
-        self, obj: ObjectInfo, key: BlockKey, *, check_disk: bool, keep_hot: bool, ahead: bool
-    ) -> _Flight:
-        """Start looking up a block; `ahead`: for directory read-ahead, not for a reader."""
+    def keep_in_memory(self, key: BlockKey, name: str, data: bytes | bytearray) -> None:
+        """A block read to its end may be read again soon (another epoch, another reader):
+        kept in the hot tier, unless its file is kept open (the page cache holds it) or
+        is being written."""
+        if name not in self.open_blocks and key not in self._flights:
+            self.hot.put(key, data)
+
+    async def _read_disk(self, key: BlockKey, name: str, start: int, end: int
+                         ) -> bytes | bytearray | None:
+        """Bytes [start, end) of a block from its file, in a disk thread (through the file
+        kept open if there is one, else opening it and keeping it); None on a miss."""
+        assert self.store is not None
+        lent = self.open_blocks.lend(name)
+        try:
+            data, opened = await self.disk_runner.call_once(
+                self.store.read_kept, key, start, end, lent, lent is None)
+        finally:
+            if lent is not None:
+                self.open_blocks.give_back(name, lent)
+        if opened is not None:
+            self.open_blocks.add(name, opened)
+        if data is None:
+            if lent is not None:
+                self.open_blocks.drop(name)  # corrupt: the store removed it
+            return None
+        self._hit(memory=False)
+        return data
+
+    async def _get_now(self, obj: ObjectInfo, key: BlockKey, name: str,
+                       waiter: "_GetCounter | None") -> bytes | bytearray:
+        """A GET of the block for a reader whose lookup found it nowhere after all (it was
+        evicted between a read-ahead's check and this read)."""
+        fetched = await self._fetch(obj, key, name, read_disk=False, present_ok=False)
+        assert fetched.data is not None
+        if waiter is not None:
+            waiter.gets += 1
+        return fetched.data
+
+    def _start_flight(self, obj: ObjectInfo, key: BlockKey, name: str, *,
+                      ahead: bool, check_disk: bool = True) -> _Flight:
+        """Start looking up a whole block; `ahead`: for directory read-ahead, not a reader
+        (it only checks the block is on disk); else on disk first if `check_disk`."""
         flight = _Flight(trio.Event())
+        self._launch(key, flight, lambda: self._fly(obj, key, name, flight, ahead=ahead,
+                                                    check_disk=check_disk))
+        return flight
+
+    def _launch(self, key: BlockKey, flight: _Flight, fly: Callable[[], Awaitable[None]]
+                ) -> None:
+        """Run `fly` in the background as the flight of `key`; the flight ends with it, or
+        once written if its block went to the writer."""
         self._flights[key] = flight
 
         async def run() -> None:
             try:
-                await self._fly(obj, key, flight, check_disk=check_disk, keep_hot=keep_hot,
-                                ahead=ahead)
+                await fly()
             finally:
-                if self._flights.get(key) is flight:
+                if not flight.writing and self._flights.get(key) is flight:
                     del self._flights[key]
 
         self.spawn(run)
-        return flight
 
-    async def _fly(
-        self, obj: ObjectInfo, key: BlockKey, flight: _Flight, *, check_disk: bool,
-        keep_hot: bool, ahead: bool,
-    ) -> None:
+    def _get_thread_free(self) -> bool:
+        threads = self.runner.priority
+        return threads.borrowed_tokens < threads.total_tokens
+
+    async def _fly(self, obj: ObjectInfo, key: BlockKey, name: str, flight: _Flight, *,
+                   ahead: bool, check_disk: bool) -> None:
         store = self.store
-        data = None
+        fetched = None
         try:
-            if check_disk and store is not None:
-                data = await self.disk_runner.call_once(store.read_block, key)
-                if data is not None:
-                    self._hit(memory=False)
-            fetched = data is None
-            if fetched:
-                if ahead:
-                    self.stats.dir_ahead_gets += 1
-                else:
-                    self.stats.cache_misses += 1
-                    self.dir_ahead.missed(obj)
-                flight.fetched = True
-                data = await self._get(obj, key, background=ahead)
+            data = None
+            read_disk = store is not None and not ahead and check_disk
+            if read_disk and (key.length > SMALL_BLOCK_BYTES or not self._get_thread_free()):
+                data = await self._read_disk(key, name, 0, key.length)  # in a disk thread
+                read_disk = False
+            if data is None:
+                fetched = await self._fetch(obj, key, name, read_disk=read_disk,
+                                            present_ok=ahead and store is not None,
+                                            background=ahead)
+                data = fetched.data
+                flight.fetched = fetched.got
+                if fetched.got:
+                    if ahead:
+                        self.stats.dir_ahead_gets += 1
+                    else:
+                        self.stats.cache_misses += 1
+                        self.dir_ahead.missed(obj)
             flight.data = data
         except Exception as exc:  # raised in every reader of the block
             flight.error = exc
         finally:
             flight.done.set()
-        if data is None:
-            return
-        if keep_hot:
-            self.hot.put(key, data)
-        if fetched:
-            await self._store_fetched(key, data)
+        if fetched is not None and fetched.got:
+            assert fetched.data is not None
+            self._store_fetched(key, name, fetched.data, flight)
 
-    async def _store_fetched(self, key: BlockKey, data: bytes) -> None:
-        """Write a block just fetched to the store (if the policy admits it), shielded."""
-        store = self.store
-        if store is None:
+    def _store_fetched(self, key: BlockKey, name: str, data: bytes | bytearray,
+                       flight: _Flight) -> None:
+        """Queue a block just fetched for the writer (which writes it if the store's policy
+        admits it); `flight` stays open, and the block charged, until it is written."""
+        if self.writer is None:
             return
-        # Held (and charged) until it is on disk; the flight stays open meanwhile,
-        # so nobody misses on disk and fetches the block a second time.
-        self.budget.take(len(data))
-        try:
-            with trio.CancelScope(shield=True):
-                if await self.disk_runner.call_once(store.put, key, data):
-                    self.stats.blocks_stored += 1
-        except Exception as exc:  # a background task: it must not end the mount
-            logs.once(log, logging.ERROR, f"cache-put:{type(exc).__name__}",
-                      "internal error writing the block cache (block not cached): %r", exc)
-        finally:
-            self.budget.give(len(data))
+        self.budget.take(len(data))  # until written (self._written)
+        flight.writing = True
+        if not self._writes_pending:
+            self._writes_settled = trio.Event()
+        self._writes_pending += 1
+        self.writer.submit(Write(key, name, data, flight))
 
-    async def _get(self, obj: ObjectInfo, key: BlockKey, background: bool = False) -> bytes:
-        """One ranged GET of the whole block, exactly (readpath.fetch_exact); `background`:
-        for prefetch, after every reader's GET."""
+    async def writes_settled(self) -> None:
+        """Return once every block fetched so far is written to the cache (or given up)."""
+        await self._writes_settled.wait()
+
+    def _written(self, outcomes: list[Outcome]) -> None:
+        """The writer's report (on the trio thread): keep the files written open, end the
+        blocks' flights, give their memory back."""
+        for write, stored, opened in outcomes:
+            if opened is not None:
+                self.open_blocks.add(write.name, opened)
+            self.stats.blocks_stored += stored
+            self.budget.give(len(write.data))
+            if self._flights.get(write.key) is write.token:
+                del self._flights[write.key]
+        self._writes_pending -= len(outcomes)
+        if not self._writes_pending:
+            self._writes_settled.set()
+
+    async def _fetch(self, obj: ObjectInfo, key: BlockKey, name: str, *, read_disk: bool,
+                     present_ok: bool, background: bool = False) -> _Fetched:
+        """One hop to a GET thread (retried by the runner; `background`: at its background
+        priority, after every reader's call): the block from disk if `read_disk`, nothing
+        if `present_ok` and it is on disk, else a GET. Counted here, on the trio thread
+        (GETs and disk hits; misses are the caller's)."""
         runner = self.runner.background if background else self.runner
-        return await fetch_exact(self.backend, runner, self.stats, obj, key.start, key.end)
+        fetched = await runner.call(self._fetch_blocking, obj, key, read_disk, present_ok)
+        if fetched.opened is not None:
+            self.open_blocks.add(name, fetched.opened)
+        if fetched.got:
+            assert fetched.data is not None
+            self.stats.gets += 1
+            self.stats.bytes_fetched += len(fetched.data)
+        elif fetched.data is not None:
+            self._hit(memory=False)
+        return fetched
+
+    def _fetch_blocking(self, obj: ObjectInfo, key: BlockKey, read_disk: bool,
+                        present_ok: bool) -> _Fetched:
+        """_fetch's work, in a GET thread. Raises what the backend raises, and BackendError
+        for an answer of the wrong length."""
+        store = self.store
+        if read_disk and store is not None:
+            data, opened = store.read_kept(key, 0, key.length, keep_open=True)
+            if data is not None:
+                return _Fetched(data, got=False, opened=opened)
+        elif present_ok and store is not None and store.contains(key):
+            return _Fetched(None, got=False, opened=None)
+        data = self.backend.read(obj.key, key.start, key.end, obj.etag or None)
+        check_exact(obj, data, key.start, key.end)
+        return _Fetched(data, got=True, opened=None)
+
+
+class OneBlockHandle:
+    """An open file of one block: its lookup starts at open (unless the kernel may hold
+    its pages: then at the first read that comes), and its bytes are held for the
+    reader (charged to the budget) until a read reaches the end or the file closes."""
+
+    def __init__(self, path: CachedReadPath, obj: ObjectInfo, fetch_now: bool) -> None:
+        self.path = path
+        self.obj = obj
+        self.key = block_key(path.source, obj, path.options.block_size_bytes, 0)
+        self.name = name_of(self.key)
+        self.gets = 0  # blocks that came from the store (for the time reads wait on it)
+        self._flight: _Flight | None = None
+        if (fetch_now and obj.size > 0 and self.key not in path.hot
+                and self.key not in path.ahead and self.name not in path.open_blocks
+                and path.budget.try_take(obj.size)):
+            self._flight = path.flight_of(obj, self.key, self.name)
+            self._flight.claim(path.ahead, self.key.length)
+
+    async def read(self, offset: int, size: int) -> ReadBytes:
+        path = self.path
+        path.stats.count_read(size)
+        end = min(offset + size, self.obj.size)
+        if end <= offset:
+            return b""
+        with _ReadTimer(path.stats, self):
+            flight = self._flight
+            if flight is not None:
+                try:
+                    data = await flight.result_for(self)
+                except Exception:  # the lookup at open failed: a read of its own retries
+                    data = None
+                if data is not None:
+                    if end == len(data):
+                        self._let_go(data)
+                    return _slice(data, offset, end)
+                self._let_go(None)
+            return await path.read_range(self.obj, self.key, offset, end, self)
+
+    async def close(self) -> None:
+        flight = self._flight
+        if flight is not None:
+            self._let_go(flight.data if flight.done.is_set() else None)
+        _drop_unread(self.path, self.key)
+
+    def _let_go(self, data: bytes | bytearray | None) -> None:
+        """Drop the held lookup (its memory given back); a whole block read goes to the
+        hot tier if nothing else keeps it."""
+        if self._flight is None:
+            return
+        self._flight = None
+        self.path.budget.give(self.obj.size)
+        if data is not None:
+            self.path.keep_in_memory(self.key, self.name, data)
+
+
+def _drop_unread(path: CachedReadPath, key: BlockKey) -> None:
+    """A file closes: its first block fetched ahead, if still held, was opened but never
+    read (not counted as unused)."""
+    if path.ahead:
+        path.ahead.drop(key, unused=False)
+
+
+class _GetCounter(Protocol):
+    """A reader that counts the blocks it waited for that came from the store."""
+
+    gets: int
+
+
+class _ReadTimer:
+    """Times one read into `stats.read_ns`, and into `stats.store_wait_ns` if a GET of the
+    reader's blocks ended meanwhile (the read waited on the store)."""
+
+    def __init__(self, stats: ReadStats, reader: _GetCounter) -> None:
+        self.stats = stats
+        self.reader = reader
+
+    def __enter__(self) -> None:
+        self.gets = self.reader.gets
+        self.started = time.perf_counter_ns()
+
+    def __exit__(self, *_exc: object) -> None:
+        elapsed = time.perf_counter_ns() - self.started
+        self.stats.read_ns += elapsed
+        if self.reader.gets != self.gets:
+            self.stats.store_wait_ns += elapsed
 
 
 class _ObjectBlocks:
@@ -435,7 +681,7 @@ class _ObjectBlocks:
     def key(self, index: int) -> BlockKey:
         return block_key(self.path.source, self.obj, self.block_size, index)
 
-    async def fetch_block(self, index: int) -> bytes:
+    async def fetch_block(self, index: int) -> bytes | bytearray:
         return await self.path.fetch_block(self.obj, self.key(index), self)
 
     async def read_block(self, index: int, start: int, end: int) -> ReadBytes:
@@ -456,22 +702,16 @@ class CachedHandle:
     async def read(self, offset: int, size: int) -> ReadBytes:
         stats = self.path.stats
         stats.count_read(size)
-        gets, started = self.blocks.gets, time.perf_counter_ns()
-        data = await self.prefetcher.read(offset, size)
-        elapsed = time.perf_counter_ns() - started
-        stats.read_ns += elapsed
-        if self.blocks.gets != gets:  # a GET of this file ended meanwhile: waiting on the store
-            stats.store_wait_ns += elapsed
-        return data
+        with _ReadTimer(stats, self.blocks):
+            return await self.prefetcher.read(offset, size)
 
     async def close(self) -> None:
         self.prefetcher.close()
-        if self.path.ahead:  # a block fetched ahead for this file, opened but never read
-            self.path.ahead.drop(self.blocks.key(0), unused=False)
+        _drop_unread(self.path, self.blocks.key(0))
 
-    def _consumed(self, index: int, data: bytes) -> None:
-        # A block read to its end may be read again soon (another epoch, another reader).
-        self.path.hot.put(self.blocks.key(index), data)
+    def _consumed(self, index: int, data: bytes | bytearray) -> None:
+        key = self.blocks.key(index)
+        self.path.keep_in_memory(key, name_of(key), data)
 
 
 async def open_cached_read_path(

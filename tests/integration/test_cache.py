@@ -11,8 +11,8 @@ import pytest
 
 from tests.crafted_cache import du_bytes
 from tests.integration.conftest import data
+from tests.integration.mounting import MountProcess, mounted, objmount, read_everything
 from tests.integration.mounting import mount_stats as stats
-from tests.integration.mounting import mounted, objmount, read_everything
 from tests.integration.stores import TestStore, put_many
 from tests.servers.net import wait_until
 
@@ -146,6 +146,62 @@ def test_a_corrupt_block_file_is_refetched(
         after = stats(mount)
     assert after["corrupt_blocks"] >= 5  # a block read twice at once may be found bad twice
     assert after["gets"] == 5
+
+
+def all_written(mount: MountProcess) -> None:
+    """Wait until every block fetched is in the cache (writes go on behind the reads)."""
+    wait_until(lambda: stats(mount)["blocks_stored"] == stats(mount)["gets"], 30,
+               "block writes")
+
+
+def reread(path: Path) -> bytes:
+    """Read a file through the mount again: its pages dropped first, so the read reaches
+    the mount (which may serve it from the block file it keeps open)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return os.pread(fd, 1 << 20, 0)
+    finally:
+        os.close(fd)
+
+
+def test_a_block_file_changed_while_the_mount_keeps_it_open_is_never_served(
+    store: TestStore, config: Path, tmp_path: Path
+) -> None:
+    """The fast path (a block file kept open, read on the mount's event loop) serves only
+    verified bytes: a file corrupted in place, replaced by another block's file, or
+    removed is read again from disk or fetched again, never served."""
+    store.create_container("cache-fast")
+    objects = {"a.jpg": data("fast-a", 150_000), "b.jpg": data("fast-b", 150_000)}
+    put_many(store, "cache-fast", objects)
+    cache_dir = tmp_path / "cache"
+    args = ("--cache-dir", str(cache_dir), "--dir-read-ahead", "0")
+    with mounted("remote:cache-fast", tmp_path / "mnt", config, *args) as mount:
+        a, b = mount.path / "a.jpg", mount.path / "b.jpg"
+        assert a.read_bytes() == objects["a.jpg"]
+        all_written(mount)
+        (a_file,) = cache_dir.rglob("*.blk")
+        assert reread(a) == objects["a.jpg"]
+        assert stats(mount)["fast_disk_hits"] == 1
+        with open(a_file, "r+b") as f:  # in place: the inode the mount holds open
+            f.seek(-5000, os.SEEK_END)
+            byte = f.read(1)[0]
+            f.seek(-5000, os.SEEK_END)
+            f.write(bytes([byte ^ 0x10]))
+        assert reread(a) == objects["a.jpg"]
+        assert (stats(mount)["corrupt_blocks"], stats(mount)["gets"]) == (1, 2)
+        assert b.read_bytes() == objects["b.jpg"]
+        all_written(mount)
+        (b_file,) = set(cache_dir.rglob("*.blk")) - {a_file}
+        planted = a_file.with_name(".planted")
+        planted.write_bytes(b_file.read_bytes())  # a valid block file, of another block
+        os.rename(planted, a_file)
+        assert reread(a) == objects["a.jpg"]
+        assert (stats(mount)["corrupt_blocks"], stats(mount)["gets"]) == (2, 4)
+        all_written(mount)
+        a_file.unlink()  # evicted by another process
+        assert reread(a) == objects["a.jpg"]
+        assert stats(mount)["gets"] == 5
 
 
 def test_concurrent_readers_are_byte_exact(

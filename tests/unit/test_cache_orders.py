@@ -154,6 +154,7 @@ async def test_an_epoch_larger_than_the_cache_keeps_the_resident_set_and_reads_f
         await until(lambda: path.policy.mode == "holding")
         for key in order:
             assert await read_all(path, backend.info(key)) == FILES[key]
+        await path.writes_settled()  # writes go on behind the reads
         stats = path.stats.as_dict()
     # Each file fetched once: ahead (most), or by its reader if it came first.
     assert len(backend.gets) == len(order)

@@ -1,0 +1,210 @@
+"""The fast path: block files kept open, read on the trio thread only while their pages are
+in memory, and never served once changed, corrupt, replaced or removed."""
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from objmount.cache import blocks
+from objmount.cache.blockfile import header
+from objmount.cache.blocks import OpenBlock
+from objmount.cache.keys import BlockKey, block_key, key_digest, name_of
+from objmount.cache.openblocks import OpenBlocks
+from objmount.cache.readpath import CachedReadPath
+from tests.unit.test_cache_readpath import OBJECTS, CountingBackend, cached_path, content
+from tests.unit.trio_test import trio_test
+
+SMALL = "small.jpg"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocks.logs, "_logged_once", set())
+
+
+def small_key(path: CachedReadPath, backend: CountingBackend) -> BlockKey:
+    return block_key(path.source, backend.info(SMALL), path.options.block_size_bytes, 0)
+
+
+def block_file(path: CachedReadPath, key: BlockKey) -> Path:
+    assert path.store is not None
+    return Path(path.store.path_of(key))
+
+
+async def read_small(path: CachedReadPath, backend: CountingBackend) -> bytes:
+    """A read that reaches the read path (as after the kernel dropped its pages)."""
+    obj = backend.info(SMALL)
+    handle = await path.open(obj, keep_cache=True)
+    try:
+        return bytes(await handle.read(0, obj.size))
+    finally:
+        await handle.close()
+
+
+def drop_pages(file: Path) -> None:
+    """Evict a block file's pages from the page cache (written back first)."""
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def rename_over(file: Path, contents: bytes) -> None:
+    """Put `contents` at `file` as a new inode renamed over it (as another process would)."""
+    new = file.with_name(".new")
+    new.write_bytes(contents)
+    os.rename(new, file)
+
+
+@asynccontextmanager
+async def warmed(tmp_path: Path) -> AsyncIterator[tuple[CachedReadPath, CountingBackend]]:
+    """A read path whose cache holds the small file, its block file kept open."""
+    backend = CountingBackend(OBJECTS)
+    async with cached_path(backend, tmp_path, cache_mem_bytes=0) as path:
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        await path.writes_settled()
+        assert name_of(small_key(path, backend)) in path.open_blocks
+        yield path, backend
+
+
+@trio_test
+async def test_a_block_just_written_is_read_again_on_the_trio_thread(tmp_path: Path) -> None:
+    async with warmed(tmp_path) as (path, backend):
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        stats = path.stats.as_dict()
+        assert stats["fast_disk_hits"] == 1
+        assert backend.gets == [(SMALL, 0, len(OBJECTS[SMALL]))]
+
+
+@trio_test
+async def test_pages_not_in_memory_are_read_in_a_thread_instead(tmp_path: Path) -> None:
+    async with warmed(tmp_path) as (path, backend):
+        drop_pages(block_file(path, small_key(path, backend)))
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        stats = path.stats.as_dict()
+        assert stats["fast_disk_hits"] == 0 and stats["disk_hits"] == 1
+        assert path.open_blocks.not_cached == 1
+        assert len(backend.gets) == 1
+
+
+@trio_test
+async def test_a_block_file_corrupted_in_place_is_never_served(tmp_path: Path) -> None:
+    async with warmed(tmp_path) as (path, backend):
+        file = block_file(path, small_key(path, backend))
+        with open(file, "r+b") as f:  # the same inode the read path holds open
+            f.seek(-1000, os.SEEK_END)
+            byte = f.read(1)
+            f.seek(-1000, os.SEEK_END)
+            f.write(bytes([byte[0] ^ 0x01]))
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        stats = path.stats.as_dict()
+        assert stats["corrupt_blocks"] == 1 and stats["fast_disk_hits"] == 0
+        assert len(backend.gets) == 2  # fetched again, and stored again
+        await path.writes_settled()
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        assert len(backend.gets) == 2
+
+
+@trio_test
+async def test_a_block_file_replaced_by_another_blocks_is_never_served(tmp_path: Path) -> None:
+    async with warmed(tmp_path) as (path, backend):
+        key = small_key(path, backend)
+        file = block_file(path, key)
+        other_key = key._replace(key="other.jpg")
+        other = content("other", key.length)
+        # Valid, for another block; the kept descriptor's file has no link left.
+        rename_over(file, header(key_digest(other_key), other) + other)
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        stats = path.stats.as_dict()
+        assert stats["corrupt_blocks"] == 1 and stats["fast_disk_hits"] == 0
+        assert len(backend.gets) == 2
+
+
+@trio_test
+async def test_a_block_file_rewritten_whole_by_another_process_is_read(tmp_path: Path) -> None:
+    async with warmed(tmp_path) as (path, backend):
+        key = small_key(path, backend)
+        file = block_file(path, key)
+        rename_over(file, file.read_bytes())  # the same block's bytes, a new inode
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        stats = path.stats.as_dict()
+        assert stats["corrupt_blocks"] == 0 and stats["disk_hits"] == 1
+        assert len(backend.gets) == 1
+
+
+@trio_test
+async def test_a_block_file_removed_is_fetched_again(tmp_path: Path) -> None:
+    async with warmed(tmp_path) as (path, backend):
+        block_file(path, small_key(path, backend)).unlink()  # evicted by another process
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        assert len(backend.gets) == 2
+
+
+@trio_test
+async def test_an_open_with_the_kernels_pages_kept_fetches_nothing(tmp_path: Path) -> None:
+    backend = CountingBackend(OBJECTS)
+    async with cached_path(backend, tmp_path) as path:
+        handle = await path.open(backend.info(SMALL), keep_cache=True)
+        await handle.close()
+        handle = await path.open(backend.info(SMALL), keep_cache=False)
+        assert await handle.read(0, 10) == OBJECTS[SMALL][:10]
+        await handle.close()
+    assert len(backend.gets) == 1
+
+
+def test_a_descriptor_lent_to_a_thread_is_closed_only_when_given_back(tmp_path: Path) -> None:
+    cache = OpenBlocks(max_files=1)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    cache.add("a", OpenBlock(fd, b""))
+    lent = cache.lend("a")
+    assert lent is not None
+    cache.add("b", OpenBlock(os.open(tmp_path, os.O_RDONLY), b""))  # evicts "a": lent
+    os.fstat(fd)  # still open
+    cache.give_back("a", lent)
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    cache.close()
+
+
+def test_at_most_max_files_stay_open_least_recently_used_closed_first(tmp_path: Path) -> None:
+    cache = OpenBlocks(max_files=2)
+    fds = {name: os.open(tmp_path, os.O_RDONLY) for name in "abc"}
+    cache.add("a", OpenBlock(fds["a"], b""))
+    cache.add("b", OpenBlock(fds["b"], b""))
+    cache.give_back("a", cache.lend("a"))  # a used: b is now the oldest
+    cache.add("c", OpenBlock(fds["c"], b""))
+    assert ("a" in cache, "b" in cache, "c" in cache) == (True, False, True)
+    with pytest.raises(OSError):
+        os.fstat(fds["b"])
+    cache.close()
+
+
+def test_a_sweep_lets_go_of_files_no_longer_linked(tmp_path: Path) -> None:
+    cache = OpenBlocks()
+    files = [tmp_path / "kept", tmp_path / "evicted"]
+    for file in files:
+        file.write_bytes(b"x")
+        cache.add(file.name, OpenBlock(os.open(file, os.O_RDONLY), b""))
+    files[1].unlink()
+    assert cache.sweep() == 1
+    assert "kept" in cache and "evicted" not in cache
+    cache.close()
+
+
+@trio_test
+async def test_the_fast_path_is_off_where_preadv_cannot_skip_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*_args: object) -> int:
+        raise OSError(95, "Operation not supported")
+
+    async with warmed(tmp_path) as (path, backend):
+        monkeypatch.setattr(os, "preadv", unsupported)
+        assert await read_small(path, backend) == OBJECTS[SMALL]
+        assert not path.open_blocks.nowait
+        assert path.stats.as_dict()["disk_hits"] == 1
