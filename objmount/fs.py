@@ -1,7 +1,7 @@
 """pyfuse3 operations of a read-only mount: inode and handle glue, errno mapping.
 
 Only this module and mount.py import pyfuse3. Names come from tree.Namespace,
-bytes from a readpath.ReadPath. Every exception becomes an errno in `_fuse_error`:
+bytes from a readpath_base.ReadPath. Every exception becomes an errno in `_fuse_error`:
 NotFound -> ENOENT, anything that would write -> EROFS, all else -> EIO (logged
 once), because any other exception escaping a handler would end the mount.
 
@@ -35,9 +35,9 @@ import trio
 from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
 from objmount.backends.runner import Runner
+from objmount.namespace.tree import ROOT_INODE, Namespace, Node
 from objmount.pagecache import OpenMode, PageCacheVersions
-from objmount.readpath import ReadBytes, ReadHandle, ReadPath
-from objmount.tree import ROOT_INODE, Namespace, Node
+from objmount.readpath_base import ReadBytes, ReadHandle, ReadPath
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ from objmount.backends import Timeouts, open_backend
 from objmount.backends.base import Backend
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import check_cache_dir
-from objmount.cache.readpath import open_cached_read_path
+from objmount.cache.cached_readpath import open_cached_read_path
 from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
 from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.heap import release_large_buffers
 from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
-from objmount.readpath import DirectReadPath, ReadPath
-from objmount.tree import Namespace
+from objmount.namespace.tree import Namespace
+from objmount.readpath_base import DirectReadPath, ReadPath
 
 log = logging.getLogger(__name__)
 

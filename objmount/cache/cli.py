@@ -190,7 +190,7 @@ def warm_command(
     import trio
 
     from objmount.backends.runner import Runner
-    from objmount.cache.readpath import DISK_THREADS
+    from objmount.cache.cached_readpath import DISK_THREADS
     from objmount.cache.warmup import WarmProgress, warm
 
     bar = tools.ProgressBar(sys.stderr)

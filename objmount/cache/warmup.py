@@ -26,7 +26,7 @@ from objmount.backends.base import Backend, BackendError, ObjectInfo, list_all
 from objmount.backends.runner import Runner
 from objmount.cache.blockfile import stored_bytes
 from objmount.cache.blocks import BlockKey, BlockStore, block_key
-from objmount.readpath import fetch_exact
+from objmount.readpath_base import fetch_exact
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import trio.testing
 
 from objmount.backends.base import ListPage, Unreachable
 from objmount.backends.runner import Runner
-from objmount.listahead import QUEUE_MAX, ListAhead
-from objmount.tree import LIST_AHEAD_MAX_PAGES, LIST_AHEAD_WINDOW, ROOT_INODE, Namespace
+from objmount.namespace.listahead import QUEUE_MAX, ListAhead
+from objmount.namespace.tree import LIST_AHEAD_MAX_PAGES, LIST_AHEAD_WINDOW, ROOT_INODE, Namespace
 from tests.unit.fake_backend import FakeBackend
 from tests.unit.trio_test import trio_test
 

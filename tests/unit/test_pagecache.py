@@ -14,9 +14,9 @@ from objmount.backends.base import ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import block_key
 from objmount.fs import AttrSettings, ReadOnlyOperations
+from objmount.namespace.tree import ROOT_INODE, Namespace
 from objmount.pagecache import OpenMode, PageCacheVersions
-from objmount.readpath import DirectReadPath
-from objmount.tree import ROOT_INODE, Namespace
+from objmount.readpath_base import DirectReadPath
 from tests.unit.fake_backend import FakeBackend
 from tests.unit.trio_test import trio_test
 

@@ -5,7 +5,7 @@ import trio
 
 from objmount.backends.base import NotFound, Unreachable
 from objmount.backends.runner import Runner
-from objmount.tree import ROOT_INODE, Namespace
+from objmount.namespace.tree import ROOT_INODE, Namespace
 from tests.unit.fake_backend import FakeBackend
 
 

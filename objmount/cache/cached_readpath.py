@@ -40,7 +40,7 @@ from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.memory import HotTier, MemoryBudget
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
-from objmount.readpath import ReadBytes, ReadStats, fetch_exact
+from objmount.readpath_base import ReadBytes, ReadStats, fetch_exact
 
 log = logging.getLogger(__name__)
 

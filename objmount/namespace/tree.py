@@ -28,8 +28,8 @@ import trio
 from objmount import log as logs
 from objmount.backends.base import Backend, BackendError, NotFound, ObjectInfo
 from objmount.backends.runner import Runner
-from objmount.listahead import ListAhead
-from objmount.names import name_problem
+from objmount.namespace.listahead import ListAhead
+from objmount.namespace.names import name_problem
 
 log = logging.getLogger(__name__)
 
