@@ -29,7 +29,8 @@ from objmount.config import Target
 from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.heap import release_large_buffers
 from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
-from objmount.namespace.tree import Namespace
+from objmount.namespace import snapshot
+from objmount.namespace.tree import Freshness, Namespace
 from objmount.readpath_base import DirectReadPath, ReadPath
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ class MountOptions:
     attr_timeout_s: float = 60.0
     entry_timeout_s: float = 60.0
     dir_cache_time_s: float = 300.0
+    # How long a listing inherited from a snapshot is trusted (None: dir_cache_time_s);
+    # immutable: forever (until `objmount cache clear`).
+    snapshot_ttl_s: float | None = None
+    immutable: bool = False
     fast_list: bool = False
     # The rclone.conf remotes were read from (None: none, or from the environment only).
     config_path: Path | None = None
@@ -96,11 +101,49 @@ async def _serve(
     backend = open_backend(target, options.timeouts)
     runner = Runner(options.max_parallel, options.retries)
     await runner.call_once(backend.check, target.prefix)
-    namespace = Namespace(backend, runner, target.prefix, options.dir_cache_time_s)
-    if options.fast_list:
-        started = time.monotonic()
-        count = await namespace.load_all()
-        log.info("fast-list: %d objects in %.1fs", count, time.monotonic() - started)
+    namespace = await _open_namespace(target, backend, runner, options)
+    try:
+        await _serve_namespace(target, backend, runner, options, mountpoint, on_ready,
+                               namespace)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await namespace.writer.call_once(snapshot.discard, namespace.db)
+        raise
+    with trio.CancelScope(shield=True):
+        await namespace.close()  # publishes the listing snapshot
+
+
+async def _open_namespace(target: Target, backend: Backend, runner: Runner,
+                          options: MountOptions) -> Namespace:
+    """The namespace over this mount's working copy of the prefix's listing snapshot
+    (a new one if there is none; a temporary one without a cache directory)."""
+    freshness = Freshness(options.dir_cache_time_s, options.snapshot_ttl_s, options.immutable)
+    cache_dir = options.cache.cache_dir if options.cache is not None else None
+    db, inherited = None, False
+    if cache_dir is not None:
+        db, inherited = await trio.to_thread.run_sync(
+            snapshot.open_working_copy, cache_dir, source_for(target), target.prefix)
+    namespace = Namespace(backend, runner, target.prefix, freshness=freshness, db=db,
+                          inherited=inherited, cache_dir=cache_dir)
+    if inherited:
+        log.info("listing snapshot found: serving it at once, revalidating in the background")
+    try:
+        await namespace.start()
+        if options.fast_list and not inherited:
+            started = time.monotonic()
+            count = await namespace.load_all()
+            log.info("fast-list: %d objects in %.1fs", count, time.monotonic() - started)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await namespace.writer.call_once(snapshot.discard, namespace.db)
+        raise
+    return namespace
+
+
+async def _serve_namespace(
+    target: Target, backend: Backend, runner: Runner, options: MountOptions,
+    mountpoint: Path, on_ready: Callable[[], None], namespace: Namespace,
+) -> None:
     attrs = AttrSettings(
         uid=options.uid,
         gid=options.gid,
@@ -118,6 +161,8 @@ async def _serve(
             nursery.start_soon(_terminate_on_signal)
             await nursery.start(read_path.serve)
             await nursery.start(namespace.serve)
+            if options.fast_list and namespace.inherited:
+                nursery.start_soon(namespace.load_all_if_expired)
             await nursery.start(operations.serve)
             nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
             await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))

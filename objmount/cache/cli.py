@@ -226,8 +226,8 @@ def clear_command(
     config: ConfigOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Remove cached blocks (all, or one container's); clearing all also removes an older
-    objmount's cache layout."""
+    """Remove cached blocks and listing snapshots (all, or one container's); clearing all
+    also removes an older objmount's cache layout."""
     directory = (cache_dir or default_cache_dir()).absolute()
     source = None
     if target is not None:
@@ -235,7 +235,8 @@ def clear_command(
     cleared = tools.clear(directory, source)
     old = (f" and the older cache layout ({cleared.old_layout_files} files)"
            if cleared.old_layout_files else "")
-    typer.echo(f"removed {cleared.blocks} blocks{old} from {directory}", err=True)
+    typer.echo(f"removed {cleared.blocks} blocks, {cleared.snapshots} listing snapshots{old} "
+               f"from {directory}", err=True)
 
 
 @cache_app.command("verify")
