@@ -117,6 +117,7 @@ async def _open_namespace(target: Target, backend: Backend, runner: Runner,
                           options: MountOptions) -> Namespace:
     """The namespace over this mount's working copy of the prefix's listing snapshot
     (a new one if there is none; a temporary one without a cache directory)."""
+    started = time.monotonic()
     freshness = Freshness(options.dir_cache_time_s, options.snapshot_ttl_s, options.immutable)
     cache_dir = options.cache.cache_dir if options.cache is not None else None
     db, inherited = None, False
@@ -125,10 +126,11 @@ async def _open_namespace(target: Target, backend: Backend, runner: Runner,
             snapshot.open_working_copy, cache_dir, source_for(target), target.prefix)
     namespace = Namespace(backend, runner, target.prefix, freshness=freshness, db=db,
                           inherited=inherited, cache_dir=cache_dir)
-    if inherited:
-        log.info("listing snapshot found: serving it at once, revalidating in the background")
     try:
         await namespace.start()
+        if inherited:
+            log.info("listing snapshot found: serving it at once (ready in %.2f s), "
+                     "revalidating in the background", time.monotonic() - started)
         if options.fast_list and not inherited:
             started = time.monotonic()
             count = await namespace.load_all()

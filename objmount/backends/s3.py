@@ -138,12 +138,8 @@ class S3Backend:
         return f"s3 bucket {self.container!r} at {where}"
 
     def check(self, prefix: str) -> None:
-        self._call(
-            lambda: self.client.list_objects_v2(
-                Bucket=self.container, Prefix=prefix, Delimiter="/", MaxKeys=1
-            ),
-            key=None,
-        )
+        # A HEAD, not a listing: a mount from a listing snapshot lists nothing.
+        self._call(lambda: self.client.head_bucket(Bucket=self.container), key=None)
 
     def list_page(self, prefix: str, delimiter: str | None, token: str | None, *,
                   after: str | None = None, upto: str | None = None,

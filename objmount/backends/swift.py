@@ -175,12 +175,8 @@ class SwiftBackend:
         return f"swift container {self.container!r} at {self.auth.auth_url}{region}"
 
     def check(self, prefix: str) -> None:
-        self._call(
-            lambda c: c.get_container(
-                self.container, prefix=prefix or None, delimiter="/", limit=1
-            ),
-            key=None,
-        )
+        # A HEAD, not a listing: a mount from a listing snapshot lists nothing.
+        self._call(lambda c: c.head_container(self.container), key=None)
 
     def list_page(self, prefix: str, delimiter: str | None, token: str | None, *,
                   after: str | None = None, upto: str | None = None,

@@ -93,26 +93,40 @@ def entries_of_page(dir_key: str, page: ListPage) -> list[Entry]:
 
 def entries_of_tree(prefix: str, page: ListPage, dirs: set[str]) -> list[Entry]:
     """The names of a recursive listing page under `prefix`: each key placed in its
-    directory, the directories on its way too. Adds every directory seen to `dirs`
-    (the listed prefix is one; so is a directory marker, even empty).
+    directory, the directories on its way too (each once: `dirs` holds the directories
+    seen so far, the listed prefix among them, and gains those of this page; a
+    directory marker makes one, even empty).
 
     Directories up to the first unusable segment of a key are kept, as a delimiter
     listing would show them.
     """
     entries = []
+    start = len(prefix)
     for key, obj in [(o.key, o) for o in page.objects] + [(p, None) for p in page.prefixes]:
-        *segments, leaf = key[len(prefix):].split("/")  # leaf '' marks a directory
-        dir_key = prefix
-        for segment in segments:
-            if not usable(segment, "object", key):
-                break
-            entries.append(Entry(dir_key, segment, None))
-            dir_key += segment + "/"
-            dirs.add(dir_key)
-        else:
-            if leaf and obj is not None and usable(leaf, "object", key):
-                entries.append(Entry(dir_key, leaf, obj))
+        cut = key.rfind("/") + 1
+        dir_key, leaf = key[:cut], key[cut:]  # leaf '' marks a directory
+        if cut <= start:
+            dir_key, leaf = prefix, key[start:]
+        elif dir_key not in dirs and not _place_dirs(prefix, key, dirs, entries):
+            continue
+        if leaf and obj is not None and usable(leaf, "object", key):
+            entries.append(Entry(dir_key, leaf, obj))
     return entries
+
+
+def _place_dirs(prefix: str, key: str, dirs: set[str], entries: list[Entry]) -> bool:
+    """Add the directories on the way to `key` not yet in `dirs`; False if a segment on
+    the way is unusable (the directories above it are kept)."""
+    dir_key = prefix
+    for segment in key[len(prefix): key.rfind("/")].split("/"):
+        if not usable(segment, "object", key):
+            return False
+        child = f"{dir_key}{segment}/"
+        if child not in dirs:
+            entries.append(Entry(dir_key, segment, None))
+            dirs.add(child)
+        dir_key = child
+    return True
 
 
 def split_points(floor: str, keys: list[str], upto: str | None, ways: int) -> list[str]:

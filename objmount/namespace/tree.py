@@ -53,7 +53,7 @@ from objmount import log as logs
 from objmount.backends.base import Backend, BackendError, ListPage, NotFound, ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.namespace import revalidate, snapshot
-from objmount.namespace.database import ROOT_INODE, Applied, ListingDB, Row
+from objmount.namespace.database import ROOT_INODE, Applied, Dirent, ListingDB, Row
 from objmount.namespace.listahead import QUEUE_MAX, ListAhead
 from objmount.namespace.listing import (
     TooManyPages,
@@ -302,13 +302,11 @@ class Namespace:
         await self._use(directory)
         return self._timeout(directory)
 
-    def page(self, inode: int, after: str | None, limit: int) -> list[Row]:
-        """Up to `limit` entries of the directory by name, after the name `after`."""
-        return self.db.page(inode, after, limit)
-
-    def page_at(self, inode: int, offset: int, limit: int) -> list[Row]:
-        """Up to `limit` entries of the directory by name, from position `offset`."""
-        return self.db.page_at(inode, offset, limit)
+    def dirents(self, inode: int, after: str | None, limit: int, offset: int = 0
+                ) -> list[Dirent]:
+        """Up to `limit` (name, inode, size or None, mtime_ns) of the directory by name,
+        after the name `after` (None: from position `offset`)."""
+        return self.db.dirents(inode, after, limit, offset)
 
     async def children(self, inode: int) -> dict[str, Node]:
         """Every entry of the directory by name (a demand use; for small directories and

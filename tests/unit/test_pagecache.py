@@ -109,11 +109,11 @@ def operations(backend: FakeBackend, invalidate) -> ReadOnlyOperations:
 
 
 async def relisted(namespace: Namespace, inode: int, version: str) -> None:
-    """Use the root (its listing has expired) and wait until its background re-listing
-    shows another version of `inode`'s name than `version`."""
-    await namespace.children(ROOT_INODE)
+    """Use the root (its listing has expired) until a background re-listing shows another
+    version of `inode`'s name than `version` (one in flight may predate the change)."""
     with trio.fail_after(20):
         while (current := namespace.current(inode)) is None or current.version == version:
+            await namespace.children(ROOT_INODE)
             await trio.sleep(0.01)
 
 

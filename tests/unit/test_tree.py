@@ -188,6 +188,7 @@ async def test_a_failed_relisting_is_logged_once_and_retried_later(
             clock.now += REFRESH_RETRY_S
             assert sorted(await ns.children(ROOT_INODE)) == ["a"]
             await eventually(lambda: backend.list_calls == 3, "the retry")
+            await eventually(lambda: ns._dirs[ROOT_INODE].retry_at > clock.now, "failed again")
             backend.fail = None
             clock.now += REFRESH_RETRY_S
             await ns.children(ROOT_INODE)
