@@ -1,10 +1,13 @@
 """Mount lifecycle: check, init, serve until signalled or unmounted, close.
 
-Order matters for fail-fast: the mountpoint and --allow-other are checked first
-(no network), then the remote with one bounded attempt, and only then is the
-FUSE session created. Whatever ends the session (SIGINT, SIGTERM, SIGHUP, an
-external unmount, or a bug), the mountpoint is left unmounted, never "transport
-endpoint is not connected".
+Order matters for fail-fast: the mountpoint, --allow-other, the cache and the
+control socket's directories are checked first (no network), then the remote
+with one bounded attempt, and only then is the FUSE session created. The
+control channel (controlserver.py, answered by mountcontrol.py) is served beside
+the FUSE session, its socket named in the root's xattr user.objmount.mount.
+Whatever ends the session (SIGINT, SIGTERM, SIGHUP, an external unmount, or a
+bug), the mountpoint is left unmounted, never "transport endpoint is not
+connected".
 """
 
 import json
@@ -12,7 +15,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +29,11 @@ from objmount.cache.blocks import check_cache_dir
 from objmount.cache.cached_readpath import open_cached_read_path
 from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
+from objmount.control import VERSION as CONTROL_VERSION
+from objmount.controlserver import ControlServer, control_socket_path
 from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.heap import release_large_buffers
+from objmount.mountcontrol import MountControl
 from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
 from objmount.namespace import snapshot
 from objmount.namespace.tree import Freshness, Namespace
@@ -91,20 +97,22 @@ def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> 
         check_allow_other(os.geteuid())
     if options.cache is not None:  # before any request: a cache dir others can write is refused
         check_cache_dir(options.cache.cache_dir)
+    socket_path = control_socket_path()
     release_large_buffers()
-    trio.run(_serve, target, options, mountpoint, on_ready)
+    trio.run(_serve, target, options, mountpoint, socket_path, on_ready)
 
 
 async def _serve(
-    target: Target, options: MountOptions, mountpoint: Path, on_ready: Callable[[], None]
+    target: Target, options: MountOptions, mountpoint: Path, socket_path: Path,
+    on_ready: Callable[[], None],
 ) -> None:
     backend = open_backend(target, options.timeouts)
     runner = Runner(options.max_parallel, options.retries)
     await runner.call_once(backend.check, target.prefix)
     namespace = await _open_namespace(target, backend, runner, options)
     try:
-        await _serve_namespace(target, backend, runner, options, mountpoint, on_ready,
-                               namespace)
+        await _serve_namespace(target, backend, runner, options, mountpoint, socket_path,
+                               on_ready, namespace)
     except BaseException:
         with trio.CancelScope(shield=True):
             await namespace.writer.call_once(snapshot.discard, namespace.db)
@@ -144,7 +152,7 @@ async def _open_namespace(target: Target, backend: Backend, runner: Runner,
 
 async def _serve_namespace(
     target: Target, backend: Backend, runner: Runner, options: MountOptions,
-    mountpoint: Path, on_ready: Callable[[], None], namespace: Namespace,
+    mountpoint: Path, socket_path: Path, on_ready: Callable[[], None], namespace: Namespace,
 ) -> None:
     attrs = AttrSettings(
         uid=options.uid,
@@ -155,28 +163,34 @@ async def _serve_namespace(
         mount_time_ns=time.time_ns(),
     )
     read_path = await _open_read_path(target, backend, runner, options, namespace)
-    operations = ReadOnlyOperations(namespace, read_path, attrs, _description(target, options))
-    pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
-    clean = False
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_terminate_on_signal)
-            await nursery.start(read_path.serve)
-            await nursery.start(namespace.serve)
-            if options.fast_list and namespace.inherited:
-                nursery.start_soon(namespace.load_all_if_expired)
-            await nursery.start(operations.serve)
-            nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
-            await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
-            nursery.cancel_scope.cancel()
-        clean = True
-    finally:
-        # pyfuse3 advises against unmounting from a session that failed; the
-        # session is closed first, so a lazy fusermount afterwards cannot hang.
-        pyfuse3.close(unmount=clean)
-        if not clean:
-            unmount(mountpoint, lazy=True)
-        log.info("unmounted %s", mountpoint)
+    control = ControlServer(socket_path, MountControl(read_path).handlers)
+    operations = ReadOnlyOperations(namespace, read_path, attrs,
+                                    _description(target, options, socket_path))
+    # Signals are received from before the mount exists: a SIGTERM sent as soon as the
+    # mountpoint shows up in mountinfo must unmount, not kill the process mid-mount.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
+        clean = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_terminate_on_signal, signals)
+                await nursery.start(read_path.serve)
+                await nursery.start(control.serve)
+                await nursery.start(namespace.serve)
+                if options.fast_list and namespace.inherited:
+                    nursery.start_soon(namespace.load_all_if_expired)
+                await nursery.start(operations.serve)
+                nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
+                await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
+                nursery.cancel_scope.cancel()
+            clean = True
+        finally:
+            # pyfuse3 advises against unmounting from a session that failed; the
+            # session is closed first, so a lazy fusermount afterwards cannot hang.
+            pyfuse3.close(unmount=clean)
+            if not clean:
+                unmount(mountpoint, lazy=True)
+            log.info("unmounted %s", mountpoint)
 
 
 async def _open_read_path(
@@ -190,21 +204,26 @@ async def _open_read_path(
              cache.cache_dir, cache.block_size_bytes >> 20, cache.max_size_bytes >> 20,
              cache.max_buffer_memory_bytes >> 20)
     return await open_cached_read_path(backend, runner, source_for(target), cache,
-                                       namespace.files_in)
+                                       namespace.files_in, namespace.resolve, target.prefix)
 
 
-def _description(target: Target, options: MountOptions) -> bytes | None:
-    """The root's user.objmount.mount: what `objmount warm PATH` needs (no secrets)."""
-    cache = options.cache
-    if cache is None:
-        return None
-    return json.dumps({
+def _description(target: Target, options: MountOptions, socket_path: Path) -> bytes:
+    """The root's user.objmount.mount: what `objmount warm PATH` needs, and the control
+    channel's socket (no secrets)."""
+    description: dict[str, object] = {
         "target": str(target),
         "config": str(options.config_path) if options.config_path else None,
-        "cache_dir": str(cache.cache_dir),
-        "block_size": cache.block_size_bytes,
-        "cache_max_size": cache.max_size_bytes,
-    }).encode()
+        "control": str(socket_path),
+        "control_version": CONTROL_VERSION,
+    }
+    cache = options.cache
+    if cache is not None:
+        description |= {
+            "cache_dir": str(cache.cache_dir),
+            "block_size": cache.block_size_bytes,
+            "cache_max_size": cache.max_size_bytes,
+        }
+    return json.dumps(description).encode()
 
 
 async def _when_serving(
@@ -222,9 +241,8 @@ async def _when_serving(
     on_ready()
 
 
-async def _terminate_on_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("%s received: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+async def _terminate_on_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("%s received: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        return

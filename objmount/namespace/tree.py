@@ -285,6 +285,25 @@ class Namespace:
         """Whether the directory has a listing to serve."""
         return self._dir(inode).listed_at is not None
 
+    async def resolve(self, path: str) -> ObjectInfo | None:
+        """Return the file at `path` (relative to the root, '/'-separated), or None if there
+        is none. Lists the directories on the way that were never listed (or are stale).
+        Raises BackendError if a listing fails with nothing to fall back on."""
+        parent, _, name = path.rpartition("/")
+        inode = self._by_key.get(f"{self.prefix}{parent}/" if parent else self.prefix)
+        try:
+            if inode is None or (row := self.db.row(inode)) is None or row.gone:
+                inode = ROOT_INODE
+                for part in parent.split("/") if parent else ():
+                    node = await self.lookup(inode, part)
+                    if not node.is_dir:
+                        return None
+                    inode = node.inode
+            found = await self.lookup(inode, name)
+        except (NotFound, NotADirectoryError):
+            return None
+        return None if found.gone else found.obj
+
     async def lookup(self, parent: int, name: str) -> Node:
         """Return the child `name` of directory `parent`; raises NotFound."""
         directory = self._dir(parent)

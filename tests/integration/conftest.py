@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
+from tests.servers.fault_proxy import FaultProxy
 from tests.servers.s3_server import MotoS3Server
 from tests.servers.swift_stack import SwiftStack
 
@@ -125,6 +126,16 @@ def big_directory(store: TestStore) -> set[str]:
     store.create_container("wide")
     put_many(store, "wide", {f"many/{name}": b"x" for name in names})
     return names
+
+
+@pytest.fixture
+def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
+    """A relay in front of the store's object requests (it records every exchange), and an
+    rclone.conf whose remote `remote` goes through it."""
+    with FaultProxy(store.data_port) as proxy:
+        conf = tmp_path / "relayed.conf"
+        conf.write_text(store.rclone_section_through("remote", proxy.url))
+        yield proxy, conf
 
 
 @pytest.fixture

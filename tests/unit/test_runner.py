@@ -1,6 +1,8 @@
 """The runner: blocking calls in threads, transient failures retried with a bounded backoff."""
 
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -73,3 +75,110 @@ def test_call_once_never_retries() -> None:
     with pytest.raises(Unreachable):
         run_with_clock(Runner(2, retries=3).call_once, flaky)
     assert flaky.calls == 1
+
+
+class Calls:
+    """Blocking calls that say when they start (in order) and return once released."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self._lock = threading.Lock()
+        self._starts = threading.Semaphore(0)
+        self._release: dict[str, threading.Event] = {}
+
+    def make(self, name: str) -> Callable[[], str]:
+        self._release[name] = threading.Event()
+
+        def call() -> str:
+            with self._lock:
+                self.started.append(name)
+            self._starts.release()
+            assert self._release[name].wait(10)
+            return name
+
+        return call
+
+    def release(self, name: str) -> None:
+        self._release[name].set()
+
+    @asynccontextmanager
+    async def nursery(self) -> AsyncIterator[trio.Nursery]:
+        """A nursery for the calls; on leaving it, every call is let return (also when an
+        assertion failed: the test must not wait for blocked threads)."""
+        async with trio.open_nursery() as nursery:
+            try:
+                yield nursery
+            finally:
+                for event in self._release.values():
+                    event.set()
+
+    async def wait_started(self, count: int) -> None:
+        """Wait (in a thread of trio's own limiter) until `count` more calls have started."""
+        for _ in range(count):
+            assert await trio.to_thread.run_sync(self._starts.acquire, True, 10)
+
+
+def test_a_waiting_demand_call_gets_the_next_thread_before_any_background_call() -> None:
+    calls = Calls()
+    runner = Runner(2)
+
+    async def main() -> None:
+        async with calls.nursery() as nursery:
+            for name in ("d1", "d2"):  # one at a time: threads start in any order
+                nursery.start_soon(runner.call, calls.make(name))
+                await calls.wait_started(1)
+            nursery.start_soon(runner.background.call, calls.make("b1"))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(runner.call, calls.make("d3"))
+            await trio.testing.wait_all_tasks_blocked()
+            calls.release("d1")
+            await calls.wait_started(1)
+            assert calls.started == ["d1", "d2", "d3"]
+            calls.release("d2")
+            await calls.wait_started(1)
+            assert calls.started == ["d1", "d2", "d3", "b1"]
+
+    trio.run(main)
+
+
+def test_background_calls_leave_a_quarter_of_the_threads_to_demand() -> None:
+    calls = Calls()
+    runner = Runner(4)
+    assert runner.background.limiter.total_tokens == 3
+
+    async def main() -> None:
+        async with calls.nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(runner.background.call, calls.make(f"b{i}"))
+            await calls.wait_started(3)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(calls.started) == 3
+            nursery.start_soon(runner.call, calls.make("demand"))
+            await calls.wait_started(1)  # at once: the fourth thread was kept for it
+            assert calls.started[-1] == "demand"
+            for name in ["demand", *calls.started[:3]]:
+                calls.release(name)
+            await calls.wait_started(2)
+            assert sorted(calls.started) == sorted(["demand", *(f"b{i}" for i in range(5))])
+
+    trio.run(main)
+
+
+def test_a_cancelled_background_caller_leaves_no_thread_taken() -> None:
+    calls = Calls()
+    runner = Runner(2)
+
+    async def main() -> None:
+        async with calls.nursery() as nursery:
+            nursery.start_soon(runner.call, calls.make("d1"))
+            nursery.start_soon(runner.call, calls.make("d2"))
+            await calls.wait_started(2)
+            with trio.move_on_after(0.01):
+                await runner.background.call(calls.make("never"))
+            calls.release("d1")
+            calls.release("d2")
+        assert runner.priority.borrowed_tokens == 0
+        assert runner.priority.background_in_use == 0
+        assert await runner.background.call(lambda: "ok") == "ok"
+
+    trio.run(main)
