@@ -482,8 +482,9 @@ def _split_dir(dir_key: str) -> tuple[str, str]:
     return (parent + "/" if parent else ""), name
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def fsync_file(path: Path, flags: int = os.O_NOFOLLOW) -> None:
+    """fsync `path` (a directory with flags=os.O_DIRECTORY); raises OSError."""
+    fd = os.open(path, os.O_RDONLY | flags | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

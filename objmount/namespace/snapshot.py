@@ -149,7 +149,7 @@ def publish(db: ListingDB, cache_dir: Path) -> Path:
         fsync_file(tmp)
         target = snapshot_path(cache_dir, db.source, db.prefix)
         os.rename(tmp, target)
-        _fsync_dir(directory)
+        fsync_file(directory, os.O_DIRECTORY)
         return target
     except BaseException:
         remove_db(tmp)
@@ -201,12 +201,3 @@ def remove_snapshots(cache_dir: Path, source: str | None = None) -> int:
             remove_db(directory / name)
             removed += 1
     return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
