@@ -102,17 +102,18 @@ def start_site(backend: str, tools: Tools, work_dir: Path, run_dir: Path, datase
     print(f"bench: starting {backend} ({type(store).__name__})", flush=True)
     store.start()
     uploaded = data.ensure_uploaded(dataset, store.objects(container), store.data_dir)
-    return _behind_relay(backend, store, container, site_dir, rtt_ms, uploaded, cleanup)
+    return behind_relay(backend, store, container, site_dir, rtt_ms, uploaded, cleanup)
 
 
 def relayed(site: Site, rtt_ms: float, cleanup: contextlib.ExitStack, label: str) -> Site:
     """The same store behind a second relay (another RTT), with configs in a dir of its own."""
-    return _behind_relay(site.backend, site.store, site.target.container,
+    return behind_relay(site.backend, site.store, site.target.container,
                          site.run_dir / label, rtt_ms, False, cleanup)
 
 
-def _behind_relay(backend: str, store: Store, container: str, site_dir: Path, rtt_ms: float,
-                  uploaded: bool, cleanup: contextlib.ExitStack) -> Site:
+def behind_relay(backend: str, store: Store, container: str, site_dir: Path, rtt_ms: float,
+                 uploaded: bool, cleanup: contextlib.ExitStack) -> Site:
+    """A Site: `store` (running, `container` filled) behind a new relay at `rtt_ms`."""
     site_dir.mkdir(parents=True, exist_ok=True)
     relay = start_relay(store.port, rtt_ms, log_path=str(site_dir / "relay.log"))
     cleanup.callback(relay.stop)

@@ -220,11 +220,13 @@ class Mount:
                 "-o", f"endpoint={s3fs.region}", "-o", f"passwd_file={s3fs.passwd_file}",
                 "-o", "dbglevel=err", *args]
 
-    def start(self) -> "Mount":
-        """Empty the cache dir, start the mount, wait until its root answers a stat."""
+    def start(self, fresh: bool = True) -> "Mount":
+        """Empty the cache dir (unless not `fresh`: a remount over the same cache), start the
+        mount, wait until its root answers a stat."""
         force_unmount(self.path)
-        shutil.rmtree(self.cache_dir, ignore_errors=True)
-        self.cache_dir.mkdir(parents=True)
+        if fresh:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         # XDG_CACHE_HOME: the tools' default cache directories land in the empty one too.
         env = dict(os.environ, XDG_CACHE_HOME=str(self.cache_dir), HOME=str(self.cache_dir))

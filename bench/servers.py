@@ -107,6 +107,7 @@ class SeaweedS3:
         self.access_key = "bench-" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(20)
         self.port = 0
+        self.filer_port = 0  # the filer's HTTP port (bulk uploads: weed filer.copy)
         self.ports: list[int] = []
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -124,12 +125,14 @@ class SeaweedS3:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
         s3_config.chmod(0o600)
-        master, volume, filer, self.port = (procs.free_port_with_grpc() for _ in range(4))
-        self.ports = [p + grpc for p in (master, volume, filer, self.port) for grpc in (0, 10000)]
+        master, volume, self.filer_port, self.port = (
+            procs.free_port_with_grpc() for _ in range(4))
+        self.ports = [p + grpc for p in (master, volume, self.filer_port, self.port)
+                      for grpc in (0, 10000)]
         args = [
             str(self.weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-dir={self.data_dir}", f"-master.port={master}", f"-volume.port={volume}",
-            "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={self.port}",
+            "-filer", f"-filer.port={self.filer_port}", "-s3", f"-s3.port={self.port}",
             f"-s3.config={s3_config}",
             # Nothing here talks to a host but 127.0.0.1: no usage reports to
             # SeaweedFS's public telemetry host (on by default, sent once 10 GiB

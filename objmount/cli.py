@@ -108,8 +108,22 @@ def mount_command(
         typer.Option("--umask", help="Octal mask on the modes 0555 (dirs) and 0444 (files)."),
     ] = "022",
     dir_cache_time: Annotated[
-        str, typer.Option("--dir-cache-time", help="How long a directory listing is reused.")
+        str, typer.Option("--dir-cache-time", help="How long a directory listing is reused; "
+                          "after it, the old listing still answers while it is re-listed in "
+                          "the background.")
     ] = "5m",
+    snapshot_ttl: Annotated[
+        str | None,
+        typer.Option("--snapshot-ttl", help="How long the listing snapshot a previous mount "
+                     "left in the cache directory is trusted without re-listing (on Swift: "
+                     "as long as the container HEAD shows no change). Default: "
+                     "--dir-cache-time.", show_default=False),
+    ] = None,
+    immutable: Annotated[
+        bool,
+        typer.Option("--immutable", help="The container never changes: listings (and the "
+                     "snapshot) are trusted until `objmount cache clear`. Default: off."),
+    ] = False,
     attr_timeout: Annotated[
         str, typer.Option("--attr-timeout", help="How long the kernel caches file attributes.")
     ] = "60s",
@@ -168,6 +182,8 @@ def mount_command(
         attr_timeout_s=parse_duration_s(attr_timeout),
         entry_timeout_s=parse_duration_s(entry_timeout),
         dir_cache_time_s=parse_duration_s(dir_cache_time),
+        snapshot_ttl_s=None if snapshot_ttl is None else parse_duration_s(snapshot_ttl),
+        immutable=immutable,
         fast_list=fast_list,
         config_path=_config_path(config),
         max_parallel=max_parallel,

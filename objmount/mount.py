@@ -26,7 +26,7 @@ from objmount.backends import Timeouts, open_backend
 from objmount.backends.base import Backend
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import check_cache_dir
-from objmount.cache.readpath import open_cached_read_path
+from objmount.cache.cached_readpath import open_cached_read_path
 from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
 from objmount.control import VERSION as CONTROL_VERSION
@@ -35,8 +35,9 @@ from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.heap import release_large_buffers
 from objmount.mountcontrol import MountControl
 from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
-from objmount.readpath import DirectReadPath, ReadPath
-from objmount.tree import Namespace
+from objmount.namespace import snapshot
+from objmount.namespace.tree import Freshness, Namespace
+from objmount.readpath_base import DirectReadPath, ReadPath
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class MountOptions:
     attr_timeout_s: float = 60.0
     entry_timeout_s: float = 60.0
     dir_cache_time_s: float = 300.0
+    # How long a listing inherited from a snapshot is trusted (None: dir_cache_time_s);
+    # immutable: forever (until `objmount cache clear`).
+    snapshot_ttl_s: float | None = None
+    immutable: bool = False
     fast_list: bool = False
     # The rclone.conf remotes were read from (None: none, or from the environment only).
     config_path: Path | None = None
@@ -105,11 +110,51 @@ async def _serve(
     backend = open_backend(target, options.timeouts)
     runner = Runner(options.max_parallel, options.retries)
     await runner.call_once(backend.check, target.prefix)
-    namespace = Namespace(backend, runner, target.prefix, options.dir_cache_time_s)
-    if options.fast_list:
-        started = time.monotonic()
-        count = await namespace.load_all()
-        log.info("fast-list: %d objects in %.1fs", count, time.monotonic() - started)
+    namespace = await _open_namespace(target, backend, runner, options)
+    try:
+        await _serve_namespace(target, backend, runner, options, mountpoint, socket_path,
+                               on_ready, namespace)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await namespace.writer.call_once(snapshot.discard, namespace.db)
+        raise
+    with trio.CancelScope(shield=True):
+        await namespace.close()  # publishes the listing snapshot
+
+
+async def _open_namespace(target: Target, backend: Backend, runner: Runner,
+                          options: MountOptions) -> Namespace:
+    """The namespace over this mount's working copy of the prefix's listing snapshot
+    (a new one if there is none; a temporary one without a cache directory)."""
+    started = time.monotonic()
+    freshness = Freshness(options.dir_cache_time_s, options.snapshot_ttl_s, options.immutable)
+    cache_dir = options.cache.cache_dir if options.cache is not None else None
+    db, inherited = None, False
+    if cache_dir is not None:
+        db, inherited = await trio.to_thread.run_sync(
+            snapshot.open_working_copy, cache_dir, source_for(target), target.prefix)
+    namespace = Namespace(backend, runner, target.prefix, freshness=freshness, db=db,
+                          inherited=inherited, cache_dir=cache_dir)
+    try:
+        await namespace.start()
+        if inherited:
+            log.info("listing snapshot found: serving it at once (ready in %.2f s), "
+                     "revalidating in the background", time.monotonic() - started)
+        if options.fast_list and not inherited:
+            started = time.monotonic()
+            count = await namespace.load_all()
+            log.info("fast-list: %d objects in %.1fs", count, time.monotonic() - started)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await namespace.writer.call_once(snapshot.discard, namespace.db)
+        raise
+    return namespace
+
+
+async def _serve_namespace(
+    target: Target, backend: Backend, runner: Runner, options: MountOptions,
+    mountpoint: Path, socket_path: Path, on_ready: Callable[[], None], namespace: Namespace,
+) -> None:
     attrs = AttrSettings(
         uid=options.uid,
         gid=options.gid,
@@ -134,6 +179,8 @@ async def _serve(
                 await nursery.start(read_path.serve)
                 await nursery.start(control.serve)
                 await nursery.start(namespace.serve)
+                if options.fast_list and namespace.inherited:
+                    nursery.start_soon(namespace.load_all_if_expired)
                 await nursery.start(operations.serve)
                 nursery.start_soon(_when_serving, target, backend.describe(), mountpoint,
                                    on_ready, serving)

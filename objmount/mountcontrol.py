@@ -16,11 +16,11 @@ import sqlite3
 import time
 from collections.abc import Mapping
 
+from objmount.cache.cached_readpath import CachedReadPath
 from objmount.cache.orderahead import TooManyOrders
-from objmount.cache.readpath import CachedReadPath
 from objmount.control import MAX_CLIENT_CHARS, ControlError
 from objmount.controlserver import Handler, Request
-from objmount.readpath import ReadPath
+from objmount.readpath_base import ReadPath
 
 
 class MountControl:

@@ -2,7 +2,7 @@
 
 The kernel keeps one page cache per inode, shared by every handle open on it:
 pages one handle filled are served to all. objmount pins each handle to the
-version it was opened on (readpath.py), so when an object is replaced while a
+version it was opened on (readpath_base.py), so when an object is replaced while a
 handle is open, two versions of one inode are open at once. PageCacheVersions
 decides, per open and per release, what keeps their bytes apart:
 

@@ -9,6 +9,7 @@ An object is its key plus its ETag: a read names the ETag it expects, and the
 backend fails with ETagMismatch rather than return bytes of another version.
 """
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +113,23 @@ class Backend(Protocol):
         """Verify that the credentials work and the container exists; one bounded attempt."""
         ...
 
-    def list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
-        """Return one page of the objects under `prefix`; `token` continues a listing."""
+    def list_page(self, prefix: str, delimiter: str | None, token: str | None, *,
+                  after: str | None = None, upto: str | None = None,
+                  reverse: bool = False) -> ListPage:
+        """Return one page of the objects under `prefix`; `token` continues a listing.
+
+        `after` and `upto` keep the keys (and prefixes) of a range (after, upto],
+        for a listing split into ranges listed in parallel; a page cut at `upto`
+        has no next_token. `reverse`: the last keys first (Swift; S3 raises
+        BackendError). Raises BackendError.
+        """
+        ...
+
+    def container_version(self) -> str | None:
+        """Return what the store says about the container's content as one string, to
+        compare with a later answer: Swift's object count, bytes used and put
+        timestamp (eventually consistent, blind to a same-size overwrite); None for a
+        store without such a token (S3). One HEAD; raises BackendError."""
         ...
 
     def stat(self, key: str) -> ObjectInfo:
@@ -145,6 +161,30 @@ class Backend(Protocol):
     def delete(self, key: str) -> None:
         """Delete `key` (and a segmented object's segments); no error if it is missing."""
         ...
+
+
+# Internal, for tests only: list in pages of this many entries (Swift; S3 keeps its 1,000
+# unless smaller), so a test splits a listing into ranges without 100,000 objects.
+PAGE_SIZE_ENV = "OBJMOUNT_TEST_LIST_PAGE_SIZE"
+
+
+def listing_page_size_override() -> int | None:
+    """The page size the test-only PAGE_SIZE_ENV asks for, or None."""
+    text = os.environ.get(PAGE_SIZE_ENV, "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def cut_page(page: ListPage, upto: str) -> ListPage:
+    """Return `page` without the keys and prefixes past `upto` (no next page if any was).
+
+    For a store that cannot end a listing at a key (S3): the range's last page.
+    Keys compare by code point, which is UTF-8 byte order, the stores' own.
+    """
+    objects = [obj for obj in page.objects if obj.key <= upto]
+    prefixes = [prefix for prefix in page.prefixes if prefix <= upto]
+    if len(objects) == len(page.objects) and len(prefixes) == len(page.prefixes):
+        return page
+    return ListPage(objects=objects, prefixes=prefixes, next_token=None)
 
 
 def list_all(backend: Backend, prefix: str, delimiter: str | None) -> Iterator[ListPage]:

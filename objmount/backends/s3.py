@@ -44,6 +44,8 @@ from objmount.backends.base import (
     Retry,
     Unreachable,
     call_once,
+    cut_page,
+    listing_page_size_override,
 )
 from objmount.backends.http_get import lean_get_supported, slice_answer
 from objmount.backends.s3_get import LeanGetUnsupported, S3Getter
@@ -120,6 +122,7 @@ class S3Backend:
                 aws_session_token=remote.get("session_token") or None,
             )
         self.client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        self.page_size = min(_LIST_MAX_KEYS, listing_page_size_override() or _LIST_MAX_KEYS)
         # GETs skip boto3's ~1 ms of CPU per request (s3_get.py); None: boto3 for all.
         self.getter: S3Getter | None = None
         credentials = session.get_credentials() if signed else None
@@ -135,30 +138,37 @@ class S3Backend:
         return f"s3 bucket {self.container!r} at {where}"
 
     def check(self, prefix: str) -> None:
-        self._call(
-            lambda: self.client.list_objects_v2(
-                Bucket=self.container, Prefix=prefix, Delimiter="/", MaxKeys=1
-            ),
-            key=None,
-        )
+        # A HEAD, not a listing: a mount from a listing snapshot lists nothing.
+        self._call(lambda: self.client.head_bucket(Bucket=self.container), key=None)
 
-    def list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
-        return self._call(
+    def list_page(self, prefix: str, delimiter: str | None, token: str | None, *,
+                  after: str | None = None, upto: str | None = None,
+                  reverse: bool = False) -> ListPage:
+        if reverse:
+            raise BackendError("S3 cannot list keys in reverse order")
+        page = self._call(
             lambda: self._lean_or_boto3(
                 lambda getter: parse_list_page(
-                    getter.list_objects(prefix, delimiter, token, _LIST_MAX_KEYS)),
-                lambda: self._boto3_list_page(prefix, delimiter, token),
+                    getter.list_objects(prefix, delimiter, token, self.page_size, after)),
+                lambda: self._boto3_list_page(prefix, delimiter, token, after),
             ),
             key=None,
         )
+        return page if upto is None else cut_page(page, upto)
 
-    def _boto3_list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
+    def container_version(self) -> str | None:
+        return None  # S3 has no container-level change token
+
+    def _boto3_list_page(self, prefix: str, delimiter: str | None, token: str | None,
+                         after: str | None) -> ListPage:
         args: dict[str, object] = {
-            "Bucket": self.container, "Prefix": prefix, "MaxKeys": _LIST_MAX_KEYS}
+            "Bucket": self.container, "Prefix": prefix, "MaxKeys": self.page_size}
         if delimiter:
             args["Delimiter"] = delimiter
         if token:
             args["ContinuationToken"] = token
+        if after:
+            args["StartAfter"] = after
         reply = self.client.list_objects_v2(**args)
         return ListPage(
             objects=[

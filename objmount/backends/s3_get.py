@@ -89,8 +89,9 @@ class S3Getter:
             raise error_of(exc, "GetObject") from None
 
     def list_objects(self, prefix: str, delimiter: str | None, token: str | None,
-                     max_keys: int) -> bytes:
-        """Return the XML of one ListObjectsV2 page (keys URL-encoded: encoding-type=url).
+                     max_keys: int, start_after: str | None = None) -> bytes:
+        """Return the XML of one ListObjectsV2 page (keys URL-encoded: encoding-type=url),
+        of the keys after `start_after` if given (a continuation token wins over it).
 
         Blocks for one request; raises as `get` does.
         """
@@ -100,6 +101,8 @@ class S3Getter:
             params["delimiter"] = delimiter
         if token:
             params["continuation-token"] = token
+        if start_after:
+            params["start-after"] = start_after
         # SigV4 signs the query string as sent: sorted, each value percent-encoded.
         query = "&".join(f"{name}={urllib.parse.quote(value, safe='-_.~')}"
                          for name, value in sorted(params.items()))

@@ -4,6 +4,8 @@ Layout of a cache directory, private to the user who mounts (0700 directories,
 0600 files; a directory of anyone else, or one others may write, is refused):
 
     index-v3.db (+ -wal, -shm)   the index (index.py): one row per block, the totals
+    listings-v1/                 the namespace's listing snapshots (namespace/snapshot.py),
+                                 counted in the cap with the index and the directories
     blocks-v3/xx/<name>.blk      a block's file (blockfile.py); <name>: 32 hex digits
                                  derived from the block's key (keys.py), xx its first two
     blocks-v3/xx/.tmp-<random>   a block file being written
@@ -615,12 +617,18 @@ class BlockStore:
         return self._index_bytes + self._dirs_bytes
 
     def _measure_dirs(self) -> int:
+        """The directories' own size, and the files of the cache directory's other
+        subdirectories (the namespace's listing snapshots and working copies)."""
         paths = [self.directory, self.blocks_dir] + [self.blocks_dir / n for n in DIR_NAMES]
         total = 0
         for path in paths:
             with contextlib.suppress(OSError):
                 info = os.lstat(path)
                 total += max(info.st_size, info.st_blocks * 512)
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.directory):
+                if entry.name != BLOCKS_DIR and entry.is_dir(follow_symlinks=False):
+                    total += _files_bytes(entry.path)
         return total
 
     def _write_failed(self, exc: BaseException) -> None:
@@ -817,6 +825,20 @@ class BlockStore:
         self._index.remove_writers(dead)
         self.unclean = False
         return report
+
+
+def _files_bytes(directory: str) -> int:
+    """Disk the regular files directly in `directory` take, and the directory itself."""
+    total = 0
+    with contextlib.suppress(OSError):
+        info = os.lstat(directory)
+        total += max(info.st_size, info.st_blocks * 512)
+        for entry in os.scandir(directory):
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode):
+                    total += max(info.st_size, info.st_blocks * 512)
+    return total
 
 
 def _unlink_block(path: str) -> bool:

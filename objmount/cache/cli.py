@@ -198,7 +198,7 @@ def warm_command(
     import trio
 
     from objmount.backends.runner import Runner
-    from objmount.cache.readpath import DISK_THREADS
+    from objmount.cache.cached_readpath import DISK_THREADS
     from objmount.cache.warmup import WarmProgress, warm
 
     bar = tools.ProgressBar(sys.stderr)
@@ -234,8 +234,8 @@ def clear_command(
     config: ConfigOpt = None,
     cache_dir: CacheDirOpt = None,
 ) -> None:
-    """Remove cached blocks (all, or one container's); clearing all also removes an older
-    objmount's cache layout."""
+    """Remove cached blocks and listing snapshots (all, or one container's); clearing all
+    also removes an older objmount's cache layout."""
     directory = (cache_dir or default_cache_dir()).absolute()
     source = None
     if target is not None:
@@ -243,7 +243,8 @@ def clear_command(
     cleared = tools.clear(directory, source)
     old = (f" and the older cache layout ({cleared.old_layout_files} files)"
            if cleared.old_layout_files else "")
-    typer.echo(f"removed {cleared.blocks} blocks{old} from {directory}", err=True)
+    typer.echo(f"removed {cleared.blocks} blocks, {cleared.snapshots} listing snapshots{old} "
+               f"from {directory}", err=True)
 
 
 @cache_app.command("verify")

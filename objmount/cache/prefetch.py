@@ -28,7 +28,7 @@ from typing import Protocol
 import trio
 
 from objmount.cache.memory import MemoryBudget
-from objmount.readpath import ReadBytes
+from objmount.readpath_base import ReadBytes
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -35,6 +35,7 @@ from objmount.mounts import (
     objmount_mounts,
     root_xattr,
 )
+from objmount.namespace.snapshot import bytes_on_disk, remove_snapshots
 
 if TYPE_CHECKING:  # warmup imports trio: loaded only when `warm` runs
     from objmount.cache.warmup import WarmProgress
@@ -155,6 +156,10 @@ def stats_report(cache_dir: Path) -> str:
                              f"{human_bytes(entry.stored_bytes)}")
         finally:
             store.close()
+    listings = bytes_on_disk(cache_dir)
+    if listings:
+        lines.append(f"  listing snapshots: {human_bytes(listings)} (counted in "
+                     "--cache-max-size)")
     old = legacy.find(cache_dir) if checked_cache_dir(cache_dir) is not None else None
     if old is not None:
         lines.append(f"  an older objmount's cache layout: {'' if old.complete else 'at least '}"
@@ -180,10 +185,12 @@ class Cleared:
 
     blocks: int
     old_layout_files: int
+    snapshots: int = 0  # listing snapshots removed (namespace/snapshot.py)
 
 
 def clear(cache_dir: Path, source: str | None) -> Cleared:
-    """Remove every block (of `source` only, if given; else an old layout's files too).
+    """Remove every block and listing snapshot (of `source` only, if given; else an old
+    layout's files too).
 
     A damaged index is removed with every block file when clearing everything.
     Raises ConfigError for a directory that is not private, ObjmountError when asked to
@@ -192,6 +199,11 @@ def clear(cache_dir: Path, source: str | None) -> Cleared:
     directory = checked_cache_dir(cache_dir)
     if directory is None:
         return Cleared(0, 0)
+    snapshots = remove_snapshots(directory, source)
+    return replace(_clear_blocks(directory, source), snapshots=snapshots)
+
+
+def _clear_blocks(directory: Path, source: str | None) -> Cleared:
     old_files = legacy.remove(directory) if source is None else 0
     try:
         store = open_existing_store(directory)

@@ -12,21 +12,26 @@ Invariants:
 - every blocking call runs through a Runner (GETs under --max-parallel, disk
   under its own limiter), never on the trio thread;
 - a block that fails to download is counted and reported, not retried forever
-  (the runner's bounded retries apply).
+  (the runner's bounded retries apply);
+- the listing of a whole prefix is also written as its listing snapshot
+  (namespace/snapshot.py): the next mount of that prefix serves it at once.
 """
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from objmount.backends.base import Backend, BackendError, ObjectInfo, list_all
+from objmount.backends.base import Backend, BackendError, ListPage, ObjectInfo, list_all
 from objmount.backends.runner import Runner
 from objmount.cache.blockfile import stored_bytes
 from objmount.cache.blocks import BlockKey, BlockStore, block_key
-from objmount.readpath import fetch_exact
+from objmount.errors import ConfigError
+from objmount.namespace import snapshot
+from objmount.readpath_base import fetch_exact
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +65,10 @@ def block_keys(source: str, obj: ObjectInfo, block_size: int) -> list[BlockKey]:
             for index in range(-(-obj.size // block_size))]
 
 
-def list_objects(backend: Backend, prefix: str) -> list[ObjectInfo]:
-    """Every object under `prefix` (directory markers and empty objects left out). Blocks."""
-    return [
-        obj
-        for page in list_all(backend, prefix, None)
-        for obj in page.objects
-        if obj.size > 0 and not obj.key.endswith("/")
-    ]
+def fetchable(pages: list[ListPage]) -> list[ObjectInfo]:
+    """Every object of a recursive listing but directory markers and empty objects."""
+    return [obj for page in pages for obj in page.objects
+            if obj.size > 0 and not obj.key.endswith("/")]
 
 
 async def warm(
@@ -90,7 +91,14 @@ async def warm(
     Returns the counts; raises BackendError only if the listing fails.
     """
     progress = progress or WarmProgress()
-    objects = await runner.call(list_objects, backend, prefix)
+    try:
+        version = await runner.call(backend.container_version)  # before the listing
+    except BackendError:
+        version = None
+    pages = await runner.call(lambda: list(list_all(backend, prefix, None)))
+    if only_key is None:  # the whole prefix was listed: the next mount of it starts from it
+        await disk_runner.call_once(_write_snapshot, store, source, prefix, pages, version)
+    objects = fetchable(pages)
     if only_key is not None:
         objects = [obj for obj in objects if obj.key == only_key]
     planned: list[tuple[ObjectInfo, list[BlockKey]]] = []
@@ -144,6 +152,15 @@ async def warm(
         for _ in range(max(1, int(runner.limiter.total_tokens))):
             nursery.start_soon(worker)
     return progress
+
+
+def _write_snapshot(store: BlockStore, source: str, prefix: str, pages: list[ListPage],
+                    version: str | None) -> None:
+    """Publish the listing as the prefix's snapshot; a failure is only logged."""
+    try:
+        snapshot.build(store.directory, source, prefix, pages, version, time.time())
+    except (OSError, sqlite3.Error, ConfigError) as exc:
+        log.warning("cannot write the listing snapshot of %r: %s", prefix, exc)
 
 
 def _missing_and_touch(

@@ -7,8 +7,11 @@ A download URL may come from the environment (--url-env, OBJMOUNT_ETL_URL, or
 `${NAME}` in a pipeline file) rather than argv, which every local user can read.
 """
 
+import functools
 import logging
 import os
+import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -17,14 +20,18 @@ import typer
 
 from objmount import log as logsetup
 from objmount.backends import Timeouts, open_backend
-from objmount.backends.base import SEGMENT_STREAMS
+from objmount.backends.base import SEGMENT_STREAMS, ListPage, ObjectInfo
+from objmount.cache.blocks import check_cache_dir
+from objmount.cache.cli import CacheDirOpt
+from objmount.cache.settings import default_cache_dir, source_for
 from objmount.config import Target, load_remotes, parse_target
-from objmount.errors import ConfigError, EtlError
+from objmount.errors import ConfigError, EtlError, ObjmountError
 from objmount.etl.extract import extract
-from objmount.etl.load import LoadOptions, MiB, load
+from objmount.etl.load import LoadOptions, MiB, Shard, load, merge_manifests
 from objmount.etl.pipeline import expand_variables, read_pipeline
 from objmount.etl.transform import Layout, TransformReport, resolve_layout, transform
 from objmount.log import redact_url
+from objmount.namespace import snapshot
 from objmount.options import ConfigOpt, VerboseOpt
 from objmount.units import parse_size_bytes
 
@@ -123,10 +130,16 @@ def transform_command(staging: StagingOpt, layout: LayoutOpt = "food11",
 
 @etl_app.command("load")
 def load_command(
-    directory: Annotated[Path, typer.Argument(help="Local directory to upload.")],
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Local directory to upload (none with --merge-manifests).",
+                       show_default=False),
+    ] = None,
     target: Annotated[
-        str, typer.Argument(help="REMOTE:CONTAINER[/PREFIX]; the container is created if missing.")
-    ],
+        str | None,
+        typer.Argument(help="REMOTE:CONTAINER[/PREFIX]; the container is created if missing.",
+                       show_default=False),
+    ] = None,
     config: ConfigOpt = None,
     transfers: TransfersOpt = _DEFAULTS.transfers,
     checkers: CheckersOpt = _DEFAULTS.checkers,
@@ -134,13 +147,49 @@ def load_command(
     clean: CleanOpt = False,
     checksum: ChecksumOpt = False,
     retries: RetriesOpt = _DEFAULTS.retries,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", metavar="I/N", help="Load only shard I of N (0 <= I < N): the "
+                     "files whose key hashes to I, the same split on every host; its "
+                     "entries go to a manifest part. For Slurm arrays: --shard "
+                     "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.", show_default=False),
+    ] = None,
+    merge_manifests: Annotated[
+        bool,
+        typer.Option("--merge-manifests", help="Upload nothing: fold the manifest parts of "
+                     "sharded loads into the manifest (TARGET only). An unsharded load "
+                     "merges them too. Default: off."),
+    ] = False,
+    cache_dir: CacheDirOpt = None,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Upload DIRECTORY into REMOTE:CONTAINER[/PREFIX], skipping files already there."""
+    """Upload DIRECTORY into REMOTE:CONTAINER[/PREFIX], skipping files already there.
+
+    A complete load leaves the listing in --cache-dir's listing snapshots, so a mount of
+    that target on this host starts from it.
+    """
     logsetup.setup(verbose)
+    if merge_manifests and target is None:
+        directory, target = None, str(directory) if directory is not None else None
+    if target is None or (directory is None and not merge_manifests):
+        raise ConfigError("give DIRECTORY and REMOTE:CONTAINER[/PREFIX] (or --merge-manifests "
+                          "REMOTE:CONTAINER[/PREFIX])")
+    if merge_manifests and (shard or directory is not None):
+        raise ConfigError("--merge-manifests takes only REMOTE:CONTAINER[/PREFIX], no "
+                          "DIRECTORY or --shard")
     options = LoadOptions(transfers=transfers, checkers=checkers, clean=clean, retries=retries,
-                          checksum=checksum, segment_size_bytes=parse_size_bytes(segment_size))
-    _load(directory, parse_target(target, load_remotes(config), config), options)
+                          checksum=checksum, segment_size_bytes=parse_size_bytes(segment_size),
+                          shard=parse_shard(shard) if shard else None)
+    resolved = parse_target(target, load_remotes(config), config)
+    _load(directory, resolved, options, (cache_dir or default_cache_dir()).absolute())
+
+
+def parse_shard(text: str) -> Shard:
+    """Parse --shard I/N (0 <= I < N); raises ConfigError."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise ConfigError(f"--shard {text!r}: give I/N with 0 <= I < N, e.g. 0/4")
+    return Shard(int(index), int(count))
 
 
 @etl_app.command("run")
@@ -177,7 +226,7 @@ def run_command(
         pipeline.url, os.environ, "extract.url", "--url-env")
     _extract(download_url(url, url_env, in_file, os.environ), staging, pipeline.sha256)
     report = _transform(staging, layout)
-    _load(report.root or staging, resolved, pipeline.load)
+    _load(report.root or staging, resolved, pipeline.load, default_cache_dir().absolute())
 
 
 def download_url(given: str | None, env_name: str | None, default: str | None,
@@ -219,16 +268,35 @@ def _transform(staging: Path, layout: Layout) -> TransformReport:
     return report
 
 
-def _load(directory: Path, target: Target, options: LoadOptions) -> None:
+def _load(directory: Path | None, target: Target, options: LoadOptions,
+          cache_dir: Path | None = None) -> None:
+    """Load `directory` (None: merge the manifest parts); leave the listing in `cache_dir`."""
     # Each transfer may upload SEGMENT_STREAMS segments at once: one connection each.
     backend = open_backend(target, Timeouts(pool_size=options.transfers * SEGMENT_STREAMS))
-    summary = load(directory, backend, target.prefix, options)
+    on_listed = None if cache_dir is None else functools.partial(
+        _write_snapshot, cache_dir, source_for(target), target.prefix)
+    if directory is None:
+        summary = merge_manifests(backend, target.prefix, options, on_listed)
+    else:
+        summary = load(directory, backend, target.prefix, options, on_listed)
     for key, why in sorted(summary.failed.items()):
         _say(f"load: failed: {key}: {why}")
     _say(f"load: {summary.describe()}")
     if summary.failed:
         raise EtlError(f"{len(summary.failed)} objects failed to load into {target} "
                        "(listed above); rerun to retry them")
+
+
+def _write_snapshot(cache_dir: Path, source: str, prefix: str,
+                    listed: dict[str, ObjectInfo], version: str | None) -> None:
+    """The final listing as the prefix's listing snapshot; a failure is only a warning."""
+    try:
+        snapshot.build(check_cache_dir(cache_dir), source, prefix,
+                       [ListPage(objects=sorted(listed.values(), key=lambda o: o.key))],
+                       version, time.time())
+    except (ObjmountError, OSError, sqlite3.Error) as exc:
+        log.warning("cannot write the listing snapshot in %s (%s): a mount lists afresh",
+                    cache_dir, exc)
 
 
 def _say(line: str) -> None:

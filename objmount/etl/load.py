@@ -33,8 +33,19 @@ own: a failed segment does not send the whole file again.
 
 With `clean`, objects under the prefix that are no local file (the manifest
 excepted) are deleted once the uploads are done.
+
+Sharded (`shard`: I of N, for a Slurm array or several ETL hosts): a run loads
+only the files whose key hashes to shard I (a deterministic 1/N, the same on
+every host), cleans only such keys, and writes its entries as its own manifest
+part (manifest.py), never the manifest: N shards together upload every file
+exactly once, and `merge_manifests` (or the next unsharded run, which reads the
+parts as recorded entries) folds the parts into the manifest.
+
+An unsharded run that loaded everything, and a merge, hand their final listing
+(the manifest in it) to `on_listed`: the mount's listing snapshot is built from it.
 """
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -55,8 +66,11 @@ from objmount.backends.base import (
 from objmount.errors import EtlError
 from objmount.etl.manifest import (
     Entry,
+    is_manifest_key,
+    is_part_key,
     manifest_key,
     md5_file,
+    part_key,
     read_manifest,
     write_manifest,
 )
@@ -69,6 +83,23 @@ MiB = 1 << 20
 
 # Errors that would fail every other file too: they stop the run.
 _FATAL = (AuthFailed, ContainerNotFound, Unreachable)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0 <= index < count): the keys that hash to it."""
+
+    index: int
+    count: int
+
+    def holds(self, key: str) -> bool:
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") % self.count == self.index
+
+
+# What a complete run hands over: its final listing by key, and the store's change
+# token asked before it (None: the store has none).
+Listed = Callable[[dict[str, ObjectInfo], str | None], None]
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,7 @@ class LoadOptions:
     # rewrites the whole manifest, so not much more often.
     checkpoint_s: float = 60.0
     checksum: bool = False
+    shard: Shard | None = None
 
 
 @dataclass
@@ -96,14 +128,16 @@ class LoadSummary:
     deleted: int = 0
     uploaded_bytes: int = 0
     seconds: float = 0.0
+    merged_parts: int = 0
     failed: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         """Return the one-line summary printed at the end of a run."""
         rate = self.uploaded_bytes / MiB / self.seconds if self.seconds else 0.0
+        merged = f", merged {self.merged_parts} manifest parts" if self.merged_parts else ""
         return (f"uploaded {self.uploaded} ({self.uploaded_bytes / MiB:.1f} MiB), "
-                f"skipped {self.skipped}, deleted {self.deleted}, failed {len(self.failed)} "
-                f"in {self.seconds:.1f} s ({rate:.1f} MiB/s)")
+                f"skipped {self.skipped}, deleted {self.deleted}, failed {len(self.failed)}"
+                f"{merged} in {self.seconds:.1f} s ({rate:.1f} MiB/s)")
 
 
 @dataclass(frozen=True)
@@ -149,46 +183,116 @@ def unmodified(file: LocalFile, listed: ObjectInfo | None, recorded: Entry | Non
             and (listed.size, listed.etag) == (recorded.size, recorded.etag))
 
 
-def load(directory: Path, backend: Backend, prefix: str, options: LoadOptions) -> LoadSummary:
-    """Make the container hold `directory`'s files under `prefix`, then update the manifest.
+def load(directory: Path, backend: Backend, prefix: str, options: LoadOptions,
+         on_listed: Listed | None = None) -> LoadSummary:
+    """Make the container hold `directory`'s files under `prefix` (those of the shard, if
+    sharded), then update the manifest (its part).
 
     Blocks. Creates the container if missing. Per-file failures are in the
     summary; raises EtlError for a missing directory and the backend's error
     when the container cannot be used at all.
     """
-    return _Loader(backend, prefix, options).run(directory)
+    return _Loader(backend, prefix, options, on_listed).run(directory)
+
+
+def merge_manifests(backend: Backend, prefix: str, options: LoadOptions,
+                    on_listed: Listed | None = None) -> LoadSummary:
+    """Fold the manifest parts of sharded loads into the manifest (keeping the entries the
+    store still lists unchanged) and delete the parts. Blocks; raises the backend's
+    errors."""
+    return _Loader(backend, prefix, options, on_listed).merge()
 
 
 class _Loader:
     """One run of `load`: where it loads, how, and what it did so far."""
 
-    def __init__(self, backend: Backend, prefix: str, options: LoadOptions) -> None:
+    def __init__(self, backend: Backend, prefix: str, options: LoadOptions,
+                 on_listed: Listed | None) -> None:
         self.backend = backend
         self.prefix = prefix
         self.options = options
+        self.on_listed = on_listed
         self.summary = LoadSummary()
         self._segmented: dict[str, Entry] = {}  # segmented uploads of this run, with ETags
         self._checkpoint_at = time.monotonic() + options.checkpoint_s
+        shard = options.shard
+        # Where this run's entries go: the manifest, or the shard's own part.
+        self.manifest = (manifest_key(prefix) if shard is None
+                         else part_key(prefix, shard.index, shard.count))
 
     def run(self, directory: Path) -> LoadSummary:
         started = time.monotonic()
-        files = local_files(directory, self.prefix)
+        shard = self.options.shard
+        files = [f for f in local_files(directory, self.prefix)
+                 if shard is None or shard.holds(f.key)]
         local_keys = {f.key for f in files}
         self._retry(self.backend.create_container)
+        version = self._version()
         listed = self._listing()
-        recorded = self._retry(lambda: read_manifest(self.backend, self.prefix))
+        recorded, written = self._recorded(listed)
         with progress_bar("upload", len(files), sum(f.size for f in files)) as bar:
             held = self._sync(files, listed, recorded, bar)
             if self.options.clean:
-                self._clean([k for k in listed if k not in local_keys])
+                self._clean([k for k in listed if k not in local_keys
+                             and (shard is None or shard.holds(k))])
         if self.summary.uploaded or self.summary.deleted:
             listed = self._listing()
         entries = self._entries(held, listed, recorded, local_keys)
-        if entries != recorded:
-            self._retry(lambda: write_manifest(self.backend, self.prefix, entries.values(),
-                                               self.options.segment_size_bytes))
+        parts = [k for k in listed if is_part_key(self.prefix, k)] if shard is None else []
+        if entries != written or parts:
+            self._write(entries, listed, parts)
+        if shard is None and not self.summary.failed:
+            self._hand_over(listed, version)
         self.summary.seconds = time.monotonic() - started
         return self.summary
+
+    def merge(self) -> LoadSummary:
+        started = time.monotonic()
+        version = self._version()
+        listed = self._listing()
+        recorded, _ = self._recorded(listed)
+        entries = {key: entry for key, entry in recorded.items()
+                   if (info := listed.get(key)) is not None
+                   and (info.size, info.etag) == (entry.size, entry.etag)}
+        self._write(entries, listed, [k for k in listed if is_part_key(self.prefix, k)])
+        self._hand_over(listed, version)
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _recorded(self, listed: dict[str, ObjectInfo]) -> tuple[dict[str, Entry],
+                                                                 dict[str, Entry]]:
+        """Every entry the manifest and the parts listed record (parts override the
+        manifest: they are newer), and those of the manifest this run writes."""
+        main = self._retry(lambda: read_manifest(self.backend, self.prefix))
+        written = main if self.manifest == manifest_key(self.prefix) else self._retry(
+            lambda: read_manifest(self.backend, self.prefix, self.manifest))
+        recorded = dict(main)
+        for key in sorted(k for k in listed if is_part_key(self.prefix, k)):
+            recorded.update(self._retry(lambda k=key: read_manifest(self.backend, self.prefix,
+                                                                    k)))
+        return recorded, written
+
+    def _write(self, entries: dict[str, Entry], listed: dict[str, ObjectInfo],
+               parts: list[str]) -> None:
+        """Write `entries` as this run's manifest (part), then delete the merged `parts`;
+        the listing learns the manifest's new ETag and forgets the parts."""
+        self._retry(lambda: write_manifest(self.backend, self.prefix, entries.values(),
+                                           self.options.segment_size_bytes, self.manifest))
+        listed[self.manifest] = self._retry(lambda: self.backend.stat(self.manifest))
+        for key in parts:
+            self._retry(lambda k=key: self.backend.delete(k))
+            listed.pop(key, None)
+        self.summary.merged_parts += len(parts)
+
+    def _version(self) -> str | None:
+        """The store's change token before the listings, if a listing will be handed over."""
+        if self.on_listed is None or self.options.shard is not None:
+            return None
+        return self._retry(self.backend.container_version)
+
+    def _hand_over(self, listed: dict[str, ObjectInfo], version: str | None) -> None:
+        if self.on_listed is not None:
+            self.on_listed(listed, version)
 
     def _sync(
         self, files: list[LocalFile], listed: dict[str, ObjectInfo],
@@ -261,17 +365,19 @@ class _Loader:
         if time.monotonic() < self._checkpoint_at:
             return
         entries = {**recorded, **self._segmented}
+        if self.options.shard is not None:  # a part holds its own files only
+            entries = {k: e for k, e in entries.items() if self.options.shard.holds(k)}
         try:
             self._retry(lambda: write_manifest(self.backend, self.prefix, entries.values(),
-                                               self.options.segment_size_bytes))
+                                               self.options.segment_size_bytes, self.manifest))
         except BackendError as exc:
             log.warning("could not checkpoint the manifest (%s): a rerun may upload "
                         "segmented files again", exc)
         self._checkpoint_at = time.monotonic() + self.options.checkpoint_s
 
     def _clean(self, keys: list[str]) -> None:
-        """Delete `keys` (never the manifest), `transfers` at a time."""
-        doomed = [key for key in keys if key != manifest_key(self.prefix)]
+        """Delete `keys` (never the manifest or a part), `transfers` at a time."""
+        doomed = [key for key in keys if not is_manifest_key(self.prefix, key)]
         with ThreadPoolExecutor(self.options.transfers, "objmount-delete") as pool:
             deleting = {
                 pool.submit(self._retry, lambda k=key: self.backend.delete(k)): key
@@ -291,13 +397,16 @@ class _Loader:
         self, held: list[Entry], listed: dict[str, ObjectInfo], recorded: dict[str, Entry],
         local_keys: set[str],
     ) -> dict[str, Entry]:
-        """Return the new manifest: held files with their listed ETags, and the recorded
-        entries of other objects still listed unchanged (after a run without clean)."""
+        """Return the new manifest: held files with their listed ETags, and (unsharded) the
+        recorded entries of other objects still listed unchanged (after a run without
+        clean; parts of sharded runs included)."""
         entries = {}
         for entry in held:
             info = listed.get(entry.key)
             if info is not None and info.size == entry.size:
                 entries[entry.key] = replace(entry, etag=info.etag)
+        if self.options.shard is not None:
+            return entries
         for key, entry in recorded.items():
             info = listed.get(key)
             if key not in local_keys and info is not None and info.etag == entry.etag:

@@ -14,11 +14,17 @@ from their content: an entry is the only record of their content's checksum.
 Readers (the loader's resume, `objmount warm`) trust an entry only while the
 store lists its key with the same size and ETag: rewriting an object changes
 its ETag, so a stale entry never matches.
+
+A sharded load (`etl load --shard I/N`) writes a part instead,
+`<prefix>.objmount-manifest.part-IIII-of-NNNN.json`, of the same format, with
+the entries of its own files; `etl load --merge-manifests` (or the next
+unsharded load) folds every part into the manifest and deletes the parts.
 """
 
 import hashlib
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -50,18 +56,37 @@ def manifest_key(prefix: str) -> str:
     return prefix + MANIFEST_NAME
 
 
+def part_key(prefix: str, shard: int, shards: int) -> str:
+    """Return the key of shard `shard` of `shards`'s manifest part under `prefix`."""
+    return f"{prefix}{MANIFEST_NAME.removesuffix('.json')}.part-{shard:04d}-of-{shards:04d}.json"
+
+
+_PART = re.compile(re.escape(MANIFEST_NAME.removesuffix(".json")) + r"\.part-\d{4}-of-\d{4}\.json")
+
+
+def is_part_key(prefix: str, key: str) -> bool:
+    """Whether `key` is a manifest part of a sharded load under `prefix`."""
+    return key.startswith(prefix) and _PART.fullmatch(key[len(prefix):]) is not None
+
+
+def is_manifest_key(prefix: str, key: str) -> bool:
+    """Whether `key` is the manifest or a manifest part under `prefix` (never data)."""
+    return key == manifest_key(prefix) or is_part_key(prefix, key)
+
+
 def md5_file(path: Path) -> str:
     """Return the hex MD5 of a local file's content (blocking; raises OSError)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
-def read_manifest(backend: Backend, prefix: str) -> dict[str, Entry]:
-    """Return the manifest's entries by key: none if it is missing or unreadable (logged).
+def read_manifest(backend: Backend, prefix: str, key: str | None = None) -> dict[str, Entry]:
+    """Return the manifest's entries by key (of the part `key`, if given): none if it is
+    missing or unreadable (logged).
 
     Blocks; raises the backend's errors other than NotFound.
     """
-    key = manifest_key(prefix)
+    key = key or manifest_key(prefix)
     try:
         info = backend.stat(key)
         raw = backend.read(key, 0, info.size, info.etag)
@@ -80,9 +105,11 @@ def read_manifest(backend: Backend, prefix: str) -> dict[str, Entry]:
 
 
 def write_manifest(
-    backend: Backend, prefix: str, entries: Iterable[Entry], segment_size: int
+    backend: Backend, prefix: str, entries: Iterable[Entry], segment_size: int,
+    key: str | None = None,
 ) -> None:
-    """Store `entries` as the manifest of `prefix` (blocking; raises the backend's errors)."""
+    """Store `entries` as the manifest of `prefix` (as the part `key`, if given; blocking;
+    raises the backend's errors)."""
     document = {
         "format": _FORMAT,
         "version": _VERSION,
@@ -91,4 +118,4 @@ def write_manifest(
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         tmp.write(json.dumps(document, indent=0).encode())
         tmp.flush()
-        backend.put_file(manifest_key(prefix), Path(tmp.name), segment_size)
+        backend.put_file(key or manifest_key(prefix), Path(tmp.name), segment_size)

@@ -35,6 +35,7 @@ from tests.integration.conftest import data
 from tests.integration.mounting import mounted, objmount
 from tests.integration.stores import TestStore, get_many
 from tests.integration.test_lifecycle import assert_one_line_error
+from tests.servers.fault_proxy import FaultProxy
 from tests.servers.http_server import FileServer
 from tests.servers.net import free_port, wait_until
 
@@ -179,6 +180,73 @@ def test_clean_deletes_objects_not_in_the_directory_and_only_under_the_prefix(
         "data-keep.txt",
     }
     assert "uploaded 0 (0.0 MiB), skipped 2, deleted 0" in succeeded(etl(*command))
+
+
+def test_shard_loads_together_upload_every_file_exactly_once(
+    store: TestStore, config: Path, tmp_path: Path
+) -> None:
+    """Three shards (as a Slurm array would run them) upload every file once between
+    them, each writes its own manifest part; the merge folds the parts into the
+    manifest, after which an unsharded rerun uploads nothing."""
+    files = {f"c{i % 4}/f{i:03d}.bin": data(f"shard-{i}", 100 + i) for i in range(60)}
+    for rel, content in files.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_bytes(content)
+    store.create_container("etl-shards")
+    with FaultProxy(store.data_port) as proxy:
+        conf = tmp_path / "rclone.conf"
+        conf.write_text(store.rclone_section_through("remote", proxy.url))
+        command = ["load", str(tmp_path / "src"), "remote:etl-shards/data", "--config",
+                   str(conf)]
+        uploaded = 0
+        for index in range(3):
+            report = succeeded(etl(*command, "--shard", f"{index}/3"))
+            uploaded += int(report.split("load: uploaded ")[1].split(" ")[0])
+        assert "uploaded 0 " in succeeded(etl(*command, "--shard", "1/3"))  # resumes
+        puts = Counter(e.target.split("?")[0] for e in proxy.exchanges if e.method == "PUT")
+    data_puts = {path: n for path, n in puts.items()  # objects only, not the container
+                 if "/etl-shards/data/" in path and "objmount-manifest" not in path}
+    assert uploaded == len(files) == len(data_puts)
+    assert set(data_puts.values()) == {1}  # every file exactly once
+    parts = {k for k in store.keys("etl-shards") if ".part-" in k}
+    assert len(parts) == 3
+    entries = [json.loads(store.get("etl-shards", k))["objects"] for k in sorted(parts)]
+    keys = [e["key"] for part in entries for e in part]
+    assert sorted(keys) == sorted(f"data/{rel}" for rel in files)  # disjoint, complete
+    # The proxy is gone: merge and rerun talk to the store directly.
+    merged = succeeded(etl("load", "--merge-manifests", "remote:etl-shards/data", "--config",
+                           str(config)))
+    assert "merged 3 manifest parts" in merged
+    assert {k for k in store.keys("etl-shards") if "objmount-manifest" in k} == {
+        f"data/{MANIFEST_NAME}"}
+    manifest = json.loads(store.get("etl-shards", f"data/{MANIFEST_NAME}"))["objects"]
+    assert {e["key"]: e["md5"] for e in manifest} == {
+        f"data/{rel}": md5(content) for rel, content in files.items()}
+    rerun = [*command[:-1], str(config)]
+    assert f"uploaded 0 (0.0 MiB), skipped {len(files)}" in succeeded(etl(*rerun))
+
+
+def test_a_shard_out_of_range_fails_with_one_line(config: Path, tmp_path: Path) -> None:
+    result = etl("load", str(tmp_path), "remote:etl-shards", "--config", str(config),
+                 "--shard", "3/3")
+    assert_one_line_error(result, "--shard '3/3'")
+
+
+@pytest.mark.mount
+def test_a_complete_load_leaves_a_listing_snapshot_the_next_mount_starts_from(
+    store: TestStore, config: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "src/d").mkdir(parents=True)
+    (tmp_path / "src/d/x.txt").write_bytes(b"x")
+    cache = tmp_path / "cache"
+    succeeded(etl("load", str(tmp_path / "src"), "remote:etl-snapshot", "--config",
+                  str(config), "--cache-dir", str(cache)))
+    assert len(list((cache / "listings-v1").glob("*-*.db"))) == 1
+    with mounted("remote:etl-snapshot", tmp_path / "mnt", config, "--cache-dir",
+                 str(cache)) as mount:
+        assert (mount.path / "d" / "x.txt").read_bytes() == b"x"
+        assert (mount.path / MANIFEST_NAME).stat().st_size > 0
+        assert "listing snapshot found" in mount.log()
 
 
 @pytest.mark.mount

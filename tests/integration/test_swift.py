@@ -26,8 +26,7 @@ from keystoneclient.v3.client import Client
 from swiftclient.exceptions import ClientException
 
 from objmount.backends import Timeouts
-from objmount.backends import swift as swift_module
-from objmount.backends.base import ETagMismatch, NotFound, list_all
+from objmount.backends.base import PAGE_SIZE_ENV, ETagMismatch, NotFound, list_all
 from objmount.backends.swift import SwiftBackend
 from objmount.config import Remote
 from objmount.errors import ObjmountError
@@ -166,7 +165,7 @@ def test_listing_pages_continue_after_subdirectories(
     keys = [f"p/d{i}/x" for i in range(5)] + [f"p/f{i}" for i in range(5)]
     for key in keys:
         swift.put("paged", key, b"x")
-    monkeypatch.setattr(swift_module, "PAGE_SIZE", 3)
+    monkeypatch.setenv(PAGE_SIZE_ENV, "3")
     backend = backend_for(swift.stack.rclone_conf_section("r"), "paged")
     pages = list(list_all(backend, "p/", "/"))
     assert len(pages) == 4

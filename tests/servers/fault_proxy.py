@@ -257,6 +257,8 @@ class FaultProxy:
                     time.sleep(len(piece) / rule.rate_bytes_per_s)
             if chunked:
                 client.sendall(b"0\r\n\r\n")
+        elif response is not None:
+            response.read()  # a HEAD's (or 304's) answer is done only once read: reuse after
         if rule.cut_after is not None:  # asked to cut beyond the body's end: close after it
             _close(client, reset=rule.reset)
             return False

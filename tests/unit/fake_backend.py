@@ -1,4 +1,8 @@
-"""An in-process Backend for unit tests: a dict of objects, S3-like listing semantics."""
+"""An in-process Backend for unit tests: a dict of objects, S3-like listing semantics.
+
+Ranges (after, upto] and reverse listings work as Swift's do; `version` is the
+container's change token (None: like S3, it has none).
+"""
 
 from pathlib import Path
 
@@ -10,11 +14,18 @@ class FakeBackend:
 
     container = "fake"
 
-    def __init__(self, objects: dict[str, bytes] | None = None, page_size: int = 1000) -> None:
+    def __init__(self, objects: dict[str, bytes] | None = None, page_size: int = 1000,
+                 version: str | None = None) -> None:
         self.objects = dict(objects or {})
         self.page_size = page_size
         self.list_calls = 0
         self.fail: Exception | None = None
+        self.version = version
+
+    def container_version(self) -> str | None:
+        if self.fail:
+            raise self.fail
+        return self.version
 
     def describe(self) -> str:
         return "fake container"
@@ -26,13 +37,21 @@ class FakeBackend:
     def check(self, prefix: str) -> None:
         return None
 
-    def list_page(self, prefix: str, delimiter: str | None, token: str | None) -> ListPage:
+    def list_page(self, prefix: str, delimiter: str | None, token: str | None, *,
+                  after: str | None = None, upto: str | None = None,
+                  reverse: bool = False) -> ListPage:
         self.list_calls += 1
         if self.fail:
             raise self.fail
         entries: list[tuple[str, bool]] = []  # (key or prefix, is_prefix)
-        for key in sorted(self.objects):
-            if not key.startswith(prefix):
+        # The token is the last key or prefix of the previous page, as a Swift marker.
+        marker = token or after
+        for key in sorted(self.objects, reverse=reverse):
+            if not key.startswith(prefix) or (upto is not None and key > upto):
+                continue
+            if marker is not None and ((key >= marker) if reverse else (key <= marker)):
+                continue
+            if token and delimiter and token.endswith(delimiter) and key.startswith(token):
                 continue
             cut = key.find(delimiter, len(prefix)) if delimiter else -1
             if cut >= 0:
@@ -41,13 +60,12 @@ class FakeBackend:
                     entries.append((common, True))
             else:
                 entries.append((key, False))
-        start = int(token or 0)
-        page = entries[start : start + self.page_size]
-        more = start + self.page_size < len(entries)
+        page = entries[: self.page_size]
+        more = len(entries) > self.page_size
         return ListPage(
             objects=[self.info(k) for k, is_prefix in page if not is_prefix],
             prefixes=[k for k, is_prefix in page if is_prefix],
-            next_token=str(start + self.page_size) if more else None,
+            next_token=page[-1][0] if more else None,
         )
 
     def stat(self, key: str) -> ObjectInfo:

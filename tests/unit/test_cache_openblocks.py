@@ -11,10 +11,10 @@ import pytest
 from objmount.cache import blocks
 from objmount.cache.blockfile import header
 from objmount.cache.blocks import OpenBlock
+from objmount.cache.cached_readpath import CachedReadPath
 from objmount.cache.keys import BlockKey, block_key, key_digest, name_of
 from objmount.cache.openblocks import OpenBlocks
-from objmount.cache.readpath import CachedReadPath
-from tests.unit.test_cache_readpath import OBJECTS, CountingBackend, cached_path, content
+from tests.unit.test_cache_cached_readpath import OBJECTS, CountingBackend, cached_path, content
 from tests.unit.trio_test import trio_test
 
 SMALL = "small.jpg"

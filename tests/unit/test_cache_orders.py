@@ -13,10 +13,10 @@ import trio.testing
 from objmount.backends.base import ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import BlockStore
+from objmount.cache.cached_readpath import CachedReadPath
 from objmount.cache.policy import ResidentSetPolicy
-from objmount.cache.readpath import CachedReadPath
 from objmount.cache.settings import CacheOptions
-from tests.unit.test_cache_readpath import CountingBackend, read_all
+from tests.unit.test_cache_cached_readpath import CountingBackend, read_all
 from tests.unit.trio_test import trio_test
 
 MiB = 1 << 20

@@ -21,7 +21,7 @@ from objmount.backends.http_get import (
     slice_answer,
 )
 from objmount.backends.runner import Runner
-from objmount.readpath import DirectReadPath
+from objmount.readpath_base import DirectReadPath
 from tests.servers.fault_proxy import FaultProxy, Rule
 from tests.servers.net import free_port
 from tests.unit.fake_backend import FakeBackend

@@ -14,9 +14,9 @@ from objmount.backends.base import ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache.blocks import block_key
 from objmount.fs import AttrSettings, ReadOnlyOperations
+from objmount.namespace.tree import ROOT_INODE, Namespace
 from objmount.pagecache import OpenMode, PageCacheVersions
-from objmount.readpath import DirectReadPath
-from objmount.tree import ROOT_INODE, Namespace
+from objmount.readpath_base import DirectReadPath
 from tests.unit.fake_backend import FakeBackend
 from tests.unit.trio_test import trio_test
 
@@ -99,12 +99,22 @@ class NoETagBackend(FakeBackend):
 
 def operations(backend: FakeBackend, invalidate) -> ReadOnlyOperations:
     runner = Runner(4, retries=0)
-    # dir-cache time 0: every readdir (children) re-lists, as the mount test does.
+    # dir-cache time 0: every use re-lists (in the background), as the mount test does.
     namespace = Namespace(backend, runner, "", 0.0)
     attrs = AttrSettings(uid=0, gid=0, umask=0o022, attr_timeout_s=60, entry_timeout_s=60,
                          mount_time_ns=0)
     return ReadOnlyOperations(namespace, DirectReadPath(backend, runner), attrs,
-                              invalidate_inode=invalidate)
+                              invalidate_inode=invalidate,
+                              invalidate_entry=lambda parent, name: None)
+
+
+async def relisted(namespace: Namespace, inode: int, version: str) -> None:
+    """Use the root (its listing has expired) until a background re-listing shows another
+    version of `inode`'s name than `version` (one in flight may predate the change)."""
+    with trio.fail_after(20):
+        while (current := namespace.current(inode)) is None or current.version == version:
+            await namespace.children(ROOT_INODE)
+            await trio.sleep(0.01)
 
 
 @trio_test
@@ -120,6 +130,7 @@ async def test_an_object_without_an_etag_never_keeps_the_pages_of_its_old_versio
     ops = operations(backend, invalidate)
     async with trio.open_nursery() as nursery:
         await nursery.start(ops.serve)
+        await nursery.start(ops.namespace.serve)
         inode = (await ops.lookup(ROOT_INODE, b"f.bin", None)).st_ino
 
         async def opened() -> tuple[int, OpenMode]:
@@ -133,8 +144,9 @@ async def test_an_object_without_an_etag_never_keeps_the_pages_of_its_old_versio
         assert mode == KEPT  # unchanged: size and mtime are the same
         assert await ops.read(fh, 0, 100) == b"old bytes"
 
+        old_version = ops.namespace.current(inode).version
         backend.put("f.bin", b"new bytes")  # same size, new mtime, still no ETag
-        await ops.namespace.children(ROOT_INODE)  # re-listed
+        await relisted(ops.namespace, inode, old_version)
         new_fh, new_mode = await opened()
         assert new_mode == DIRECT  # the old version is still open
         assert await ops.read(new_fh, 0, 100) == b"new bytes"

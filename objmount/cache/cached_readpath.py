@@ -65,7 +65,7 @@ from objmount.cache.policy import ResidentSetPolicy
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from objmount.cache.settings import CacheOptions
 from objmount.cache.writer import BlockWriter, Outcome, Write
-from objmount.readpath import ReadBytes, ReadStats, check_exact
+from objmount.readpath_base import ReadBytes, ReadStats, check_exact
 
 log = logging.getLogger(__name__)
 

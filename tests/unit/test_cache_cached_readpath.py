@@ -14,7 +14,7 @@ from objmount.backends.base import ETagMismatch, ObjectInfo
 from objmount.backends.runner import Runner
 from objmount.cache import blocks
 from objmount.cache.blocks import BlockStore
-from objmount.cache.readpath import CachedReadPath
+from objmount.cache.cached_readpath import CachedReadPath
 from objmount.cache.settings import CacheOptions
 from tests.unit.fake_backend import FakeBackend
 from tests.unit.trio_test import trio_test

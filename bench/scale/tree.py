@@ -1,0 +1,129 @@
+"""bench.scale's data: N tiny files in ImageFolder layout, on local disk and in a store.
+
+`train/class_CCCC/img_NNNNNNN.jpg`, 1,000 files per class directory (so 1,000
+classes for 1M files, 100 for 100k), each 16 bytes (its number): the benchmark
+measures names, not bytes. The tree is written once under `.bench/scale-N/`
+(the local-disk reference walks it too) and uploaded in bulk: to SeaweedFS by
+`weed filer.copy` (its filer, Go, 32 files at once; the S3 gateway lists the
+filer's /buckets/BUCKET/), to Swift as tar archives its proxy unpacks
+(tests/integration/stores.py's put_many). A marker beside the tree, and one in
+SeaweedFS's state directory, say a step was done for this N.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FILES_PER_CLASS = 1000
+MARKER = ".complete"
+
+
+def key_of(index: int) -> str:
+    return f"train/class_{index // FILES_PER_CLASS:04d}/img_{index:07d}.jpg"
+
+
+def content_of(index: int) -> bytes:
+    return f"{index:015d}\n".encode()
+
+
+def ensure_tree(work_dir: Path, count: int) -> Path:
+    """Write (once) the tree of `count` files; return its root (holding `train/`)."""
+    root = work_dir / f"scale-{count}"
+    if (root / MARKER).exists():
+        return root
+    started = time.monotonic()
+    print(f"bench.scale: writing {count:,} files under {root}", flush=True)
+    for index in range(count):
+        path = root / key_of(index)
+        if index % FILES_PER_CLASS == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content_of(index))
+    (root / MARKER).write_text(str(count))
+    print(f"bench.scale: wrote the tree in {time.monotonic() - started:.0f} s", flush=True)
+    return root
+
+
+def upload_seaweed(weed: Path, filer_port: int, bucket: str, root: Path, count: int,
+                   state_dir: Path, client) -> float | None:
+    """Copy the tree into `bucket` through the filer unless it is there; return the seconds
+    it took (None: it was there already)."""
+    marker = state_dir / f"bench-scale-{bucket}{MARKER}"
+    if marker.exists() and marker.read_text() == str(count):
+        return None
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        client.create_bucket(Bucket=bucket)
+    started = time.monotonic()
+    print(f"bench.scale: uploading {count:,} objects to SeaweedFS bucket {bucket}", flush=True)
+    subprocess.run([str(weed), "filer.copy", "-c", "32", str(root / "train"),
+                    f"http://127.0.0.1:{filer_port}/buckets/{bucket}/"],
+                   check=True, stdout=subprocess.DEVNULL)
+    seconds = time.monotonic() - started
+    marker.write_text(str(count))
+    return seconds
+
+
+def upload_swift(stack, container: str, count: int) -> float:
+    """Upload every object to Swift (a fresh stack each run); return the seconds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.integration.stores import SwiftStore
+
+    store = SwiftStore(stack)
+    store.create_container(container)
+    started = time.monotonic()
+    print(f"bench.scale: uploading {count:,} objects to Swift container {container}",
+          flush=True)
+    batch = 50_000  # archives of at most this many files in memory at once
+    for first in range(0, count, batch):
+        store.put_many(container, {key_of(i): content_of(i)
+                                   for i in range(first, min(count, first + batch))})
+    return time.monotonic() - started
+
+
+WALK = """
+import os, sys, time
+root = sys.argv[1]
+started = time.monotonic()
+files = 0
+for top, dirs, names in os.walk(root):
+    for name in names:
+        os.stat(os.path.join(top, name))
+        files += 1
+print(files, time.monotonic() - started)
+"""
+
+
+def walk(root: Path, timeout_s: float) -> tuple[int, float]:
+    """os.walk + a stat of every file under `root`, in a child process (a hung mount cannot
+    hang the benchmark): (files, seconds). Raises subprocess.TimeoutExpired."""
+    out = subprocess.run([sys.executable, "-c", WALK, str(root)], capture_output=True,
+                         text=True, check=True, timeout=timeout_s).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def rss_kib(pid: int) -> tuple[int | None, int | None]:
+    """(VmRSS, VmHWM) of `pid` in KiB."""
+    found: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    found[name] = int(value.split()[0])
+    except OSError:
+        pass
+    return found.get("VmRSS"), found.get("VmHWM")
+
+
+def disk_bytes(path: Path) -> int:
+    total = 0
+    for top, _, names in os.walk(path):
+        for name in names:
+            try:
+                info = os.lstat(os.path.join(top, name))
+            except OSError:
+                continue
+            total += info.st_blocks * 512
+    return total
