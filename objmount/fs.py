@@ -5,6 +5,12 @@ bytes from a readpath.ReadPath. Every exception becomes an errno in `_fuse_error
 NotFound -> ENOENT, anything that would write -> EROFS, all else -> EIO (logged
 once), because any other exception escaping a handler would end the mount.
 
+Handlers that may wait on the store (lookup, opendir, read) run through
+inflight.InFlight: a deadline per request (EIO once it passes, whatever the
+retries), and EINTR at once when the caller has a signal pending (pyfuse3 never
+delivers FUSE_INTERRUPT: see inflight.py). open never waits: the GET of a small
+file it starts runs in the background, bounded by the runner's own deadline.
+
 Inodes are never reused, so lookup counts need no bookkeeping (forget is the
 base class's no-op); directory handles keep the listing they were opened with,
 so readdir offsets stay valid however the listing changes meanwhile.
@@ -35,6 +41,7 @@ import trio
 from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
 from objmount.backends.runner import Runner
+from objmount.inflight import InFlight, Interrupted
 from objmount.pagecache import OpenMode, PageCacheVersions
 from objmount.readpath import ReadBytes, ReadHandle, ReadPath
 from objmount.tree import ROOT_INODE, Namespace, Node
@@ -80,6 +87,7 @@ class _OpenFile:
     inode: int
     version: str
     mode: OpenMode
+    pid: int  # who opened it: whose signals abandon its reads (inflight.py)
 
 
 def _fuse_error(exc: Exception) -> pyfuse3.FUSEError:
@@ -91,6 +99,9 @@ def _fuse_error(exc: Exception) -> pyfuse3.FUSEError:
         return pyfuse3.FUSEError(errno.ENOENT)
     if isinstance(exc, NotADirectoryError):
         return pyfuse3.FUSEError(errno.ENOTDIR)
+    if isinstance(exc, Interrupted):
+        log.debug("request abandoned: %s", exc)
+        return pyfuse3.FUSEError(errno.EINTR)
     if isinstance(exc, BackendError):
         logs.once(log, logging.ERROR, f"eio:{exc}", "I/O error: %s", exc)
     else:
@@ -112,6 +123,40 @@ def _errno(
     return wrapper
 
 
+def _store_request(
+    pid_of: Callable[["ReadOnlyOperations", tuple], int],
+) -> Callable[[Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]]],
+              Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]]]:
+    """For a handler that may wait on the store: run it under the mount's InFlight, for
+    the caller `pid_of(self, args)` (a deadline; abandoned when the caller is signalled)."""
+
+    def decorate(
+        method: Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]],
+    ) -> Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]]:
+        @functools.wraps(method)
+        async def wrapper(self: "ReadOnlyOperations", *args: P.args, **kwargs: P.kwargs) -> T:
+            return await self.in_flight.run(pid_of(self, args), method, self, *args)
+
+        return wrapper
+
+    return decorate
+
+
+def _caller(_self: "ReadOnlyOperations", args: tuple) -> int:
+    """The pid of a request whose last argument is its RequestContext (0: none given)."""
+    return _pid(args[-1])
+
+
+def _pid(ctx: pyfuse3.RequestContext | None) -> int:
+    return ctx.pid if ctx is not None else 0
+
+
+def _opener(self: "ReadOnlyOperations", args: tuple) -> int:
+    """The pid that opened the handle a read names (0 if it is unknown)."""
+    file = self._files.get(args[0])
+    return file.pid if file is not None else 0
+
+
 async def _read_only(*_args: object) -> None:
     raise pyfuse3.FUSEError(errno.EROFS)
 
@@ -128,15 +173,19 @@ class ReadOnlyOperations(pyfuse3.Operations):
         namespace: Namespace, read_path: ReadPath, attrs: AttrSettings,
         description: bytes | None = None,
         invalidate_inode: Callable[[int], None] = pyfuse3.invalidate_inode,
+        in_flight: InFlight | None = None,
     ) -> None:
         """`description`: the root's MOUNT_XATTR (None: not served). `invalidate_inode`
-        drops an inode's pages and attributes in the kernel (blocking; run by `serve`)."""
+        drops an inode's pages and attributes in the kernel (blocking; run by `serve`).
+        `in_flight`: the deadline and watch of store requests (its `serve` runs beside;
+        default: a 60 s deadline, no watch)."""
         super().__init__()
         self.namespace = namespace
         self.read_path = read_path
         self.attrs = attrs
         self.description = description
         self.invalidate_inode = invalidate_inode
+        self.in_flight = in_flight or InFlight(60.0)
         self.page_cache = PageCacheVersions()
         self._next_fh = 1
         self._files: dict[int, _OpenFile] = {}
@@ -144,7 +193,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         # Inodes whose pages must go: unbounded, a release never waits (ints, one per release).
         self._stale, self._stale_inodes = trio.open_memory_channel[int](math.inf)
         # One thread: invalidations are rare, and a blocked one must not hold more.
-        self._notifier = Runner(1, retries=0)
+        self._notifier = Runner(1, retries=0, abandon=False)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send the kernel the invalidations releases asked for, one at a time, until
@@ -189,6 +238,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         return entry
 
     @_errno
+    @_store_request(_caller)
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -200,6 +250,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         return self._attributes(self.namespace.get(inode))
 
     @_errno
+    @_store_request(_caller)
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         children = await self.namespace.children(inode)
         fh = self._new_fh()
@@ -233,10 +284,11 @@ class ReadOnlyOperations(pyfuse3.Operations):
         fh = self._new_fh()
         version = node.obj.version
         mode = self.page_cache.opened(inode, version)
-        self._files[fh] = _OpenFile(handle, inode, version, mode)
+        self._files[fh] = _OpenFile(handle, inode, version, mode, _pid(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=mode.keep_cache, direct_io=mode.direct_io)
 
     @_errno
+    @_store_request(_opener)
     async def read(self, fh: int, off: int, size: int) -> ReadBytes:
         return await self._files[fh].handle.read(off, size)
 
@@ -268,7 +320,8 @@ class ReadOnlyOperations(pyfuse3.Operations):
         if name == ETAG_XATTR and node.obj is not None:
             return node.obj.etag.encode()
         if name == STATS_XATTR and inode == ROOT_INODE:
-            return json.dumps(self.read_path.stats.as_dict()).encode()
+            return json.dumps({**self.read_path.stats.as_dict(),
+                               "interrupted_requests": self.in_flight.interrupted}).encode()
         if name == MOUNT_XATTR and inode == ROOT_INODE and self.description is not None:
             return self.description
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

@@ -4,7 +4,10 @@ Order matters for fail-fast: the mountpoint and --allow-other are checked first
 (no network), then the remote with one bounded attempt, and only then is the
 FUSE session created. Whatever ends the session (SIGINT, SIGTERM, SIGHUP, an
 external unmount, or a bug), the mountpoint is left unmounted, never "transport
-endpoint is not connected".
+endpoint is not connected". A dead mount left on the mountpoint by a killed
+process is cleared (lazily unmounted, with one log line) only then, just before
+the new session: its users see ENOTCONN until the mount is back, not an empty
+directory while the remote is checked.
 """
 
 import json
@@ -28,7 +31,14 @@ from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
 from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.heap import release_large_buffers
-from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
+from objmount.inflight import InFlight
+from objmount.mountpoint import (
+    check_allow_other,
+    check_mountpoint,
+    clear_dead_mount,
+    raise_readahead,
+    unmount,
+)
 from objmount.readpath import DirectReadPath, ReadPath
 from objmount.tree import Namespace
 
@@ -76,8 +86,10 @@ def fuse_options(target: Target, options: MountOptions) -> set[str]:
     return opts
 
 
-def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> None:
-    """Mount `target` and serve it until unmounted; `on_ready` runs once the mount is live.
+def run(target: Target, options: MountOptions, on_ready: Callable[[], None],
+        on_note: Callable[[str], None] = lambda _text: None) -> None:
+    """Mount `target` and serve it until unmounted; `on_ready` runs once the mount is live,
+    `on_note` with a line worth showing the user before (a dead mount cleared).
 
     Raises ObjmountError (before mounting) for every check that fails.
     """
@@ -87,14 +99,16 @@ def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> 
     if options.cache is not None:  # before any request: a cache dir others can write is refused
         check_cache_dir(options.cache.cache_dir)
     release_large_buffers()
-    trio.run(_serve, target, options, mountpoint, on_ready)
+    trio.run(_serve, target, options, mountpoint, on_ready, on_note)
 
 
 async def _serve(
-    target: Target, options: MountOptions, mountpoint: Path, on_ready: Callable[[], None]
+    target: Target, options: MountOptions, mountpoint: Path, on_ready: Callable[[], None],
+    on_note: Callable[[str], None],
 ) -> None:
     backend = open_backend(target, options.timeouts)
-    runner = Runner(options.max_parallel, options.retries)
+    runner = Runner(options.max_parallel, options.retries,
+                    deadline_s=options.timeouts.read_s)
     await runner.call_once(backend.check, target.prefix)
     namespace = Namespace(backend, runner, target.prefix, options.dir_cache_time_s)
     if options.fast_list:
@@ -110,12 +124,21 @@ async def _serve(
         mount_time_ns=time.time_ns(),
     )
     read_path = await _open_read_path(target, backend, runner, options, namespace)
-    operations = ReadOnlyOperations(namespace, read_path, attrs, _description(target, options))
+    in_flight = InFlight(options.timeouts.read_s)
+    operations = ReadOnlyOperations(namespace, read_path, attrs, _description(target, options),
+                                    in_flight=in_flight)
+    if clear_dead_mount(mountpoint):
+        note = (f"{mountpoint} was a dead mount (Transport endpoint is not connected: its "
+                "objmount process was killed): unmounted it lazily")
+        log.warning("%s", note)
+        on_note(note)
+        check_mountpoint(mountpoint)
     pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
     clean = False
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_terminate_on_signal)
+            await nursery.start(in_flight.serve)
             await nursery.start(read_path.serve)
             await nursery.start(namespace.serve)
             await nursery.start(operations.serve)
@@ -167,9 +190,10 @@ async def _when_serving(
 
     The stat is a FUSE request served by this process, so it runs in a thread
     and returns only once the session serves requests; readahead set earlier
-    would be clamped back to 128 KiB by the INIT reply.
+    would be clamped back to 128 KiB by the INIT reply. A signal that ends the
+    session first abandons the thread (its stat fails once the session closes).
     """
-    await trio.to_thread.run_sync(os.stat, mountpoint)
+    await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     readahead = raise_readahead(mountpoint, READAHEAD_KIB)
     log.info("mounted %s (%s) on %s; kernel readahead %s KiB", target, where, mountpoint, readahead)
     on_ready()

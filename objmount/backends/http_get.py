@@ -21,13 +21,21 @@ Invariants:
 
 Time is bounded in one place each: `Timeouts` become urllib3's connect and read
 (idle) timeouts in `PooledHTTP.__init__`; every request goes out through
-`send`; every body comes in through `_read_exactly`, in CHUNK_BYTES reads. A
-low-speed rule (too few bytes per interval) belongs in `_read_exactly`, and the
-discarding of dead pooled connections in `send` and `_transport_errors`.
+`send`; every body comes in through `_read_exactly`, as it arrives (reads of up
+to CHUNK_BYTES). With the stall rule on (`Timeouts.stall_s`, see
+backends/__init__.py) a socket that brings no byte for stall_s fails (the idle
+timeout), and so does a body that brings fewer than LOW_SPEED_BYTES in a window
+of stall_s (checked as chunks arrive: a trickle is caught within two windows).
+A read whose runner attempt was abandoned (deadline.abandoned) stops at the next
+chunk. Every transport failure (a stall, a reset, a body cut short, a refused or
+timed-out connect) discards the pool's idle connections: they lead to the same
+host, and after an outage they are dead without knowing it, so the first request
+after the store's return would otherwise wait out a stall on each of them.
 """
 
 import contextlib
 import re
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -37,11 +45,12 @@ from typing import BinaryIO
 import urllib3
 
 from objmount import __version__
-from objmount.backends import Timeouts
+from objmount.backends import LOW_SPEED_BYTES, Timeouts
 from objmount.backends.base import BackendError, ETagMismatch, Unreachable
+from objmount.backends.deadline import abandoned
 
-# Body reads: the unit a low-speed rule would watch; 1 MiB keeps the per-read cost
-# negligible next to the bytes (8 reads for an 8 MiB block).
+# Body reads: at most this much per read, as it arrives (one socket read each); 1 MiB
+# keeps the per-read cost negligible next to the bytes.
 CHUNK_BYTES = 1 << 20
 # Of an error answer's body, what is kept (S3's XML error, Swift's text).
 ERROR_BODY_BYTES = 64 << 10
@@ -107,7 +116,7 @@ class PooledHTTP:
         """`send_block_bytes`: bytes per socket write of a request body (urllib3's default)."""
         self.service = service
         self.timeouts = timeouts
-        self.timeout = urllib3.Timeout(connect=timeouts.connect_s, read=timeouts.read_s)
+        self.timeout = urllib3.Timeout(connect=timeouts.connect_s, read=timeouts.idle_s)
         self.pool = urllib3.PoolManager(
             num_pools=4, maxsize=timeouts.pool_size, block=False, retries=False,
             ca_certs=ca_certs, blocksize=send_block_bytes,
@@ -123,11 +132,20 @@ class PooledHTTP:
         """
         headers = {**headers, "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
         with self._transport_errors(what, url):
-            return self.pool.request(
-                method, url, headers=headers, body=body, timeout=self.timeout,
-                redirect=False, preload_content=False, decode_content=False,
-                chunked=False,
-            )
+            try:
+                return self._request(method, url, headers, body)
+            except urllib3.exceptions.ClosedPoolError:
+                # Another thread discarded this host's pool (a transport failure)
+                # between our taking it and asking it for a connection: a new one.
+                return self._request(method, url, headers, body)
+
+    def _request(self, method: str, url: str, headers: Mapping[str, str],
+                 body: BinaryIO | bytes | None) -> urllib3.BaseHTTPResponse:
+        return self.pool.request(
+            method, url, headers=headers, body=body, timeout=self.timeout,
+            redirect=False, preload_content=False, decode_content=False,
+            chunked=False,
+        )
 
     def get(self, url: str, headers: Mapping[str, str], what: str) -> bytes:
         """GET `url` whole: the body of a 200; raises StatusError for any other status."""
@@ -163,17 +181,15 @@ class PooledHTTP:
     def read_all(self, response: urllib3.BaseHTTPResponse, what: str) -> bytes:
         """The whole body of `response` (Content-Length checked), then the connection goes back."""
         try:
-            length = response.length_remaining
-            if length is None:  # chunked: urllib3 checks the framing
-                with self._transport_errors(what, ""):
-                    data = response.read(decode_content=False)
-                response.release_conn()
-                return data
-            data = self._read_exactly(response, length, what)
+            # None: chunked, read to its end (urllib3 checks the framing).
+            data = self._read_exactly(response, response.length_remaining, what)
         except BaseException:
             self.close(response)
             raise
-        self._done(response)
+        if response.length_remaining is None:
+            response.release_conn()
+        else:
+            self._done(response)
         return data
 
     def status_error(self, response: urllib3.BaseHTTPResponse) -> StatusError:
@@ -200,19 +216,43 @@ class PooledHTTP:
         else:
             self.close(response)
 
-    def _read_exactly(self, response: urllib3.BaseHTTPResponse, length: int, what: str) -> bytes:
-        """Read exactly `length` bytes of the body; fewer is a transient BackendError."""
+    def _read_exactly(self, response: urllib3.BaseHTTPResponse, length: int | None,
+                      what: str) -> bytes:
+        """Read exactly `length` bytes of the body (None: to its end), under the stall
+        rule; fewer, or too slowly, is a transient BackendError."""
+        stall_s = self.timeouts.stall_s
         chunks = []
-        got = 0
+        got = window_bytes = 0
+        window_start = time.monotonic()
         with self._transport_errors(what, ""):
-            while got < length:
-                chunk = response.read(min(CHUNK_BYTES, length - got), decode_content=False)
+            while length is None or got < length:
+                want = CHUNK_BYTES if length is None else min(CHUNK_BYTES, length - got)
+                chunk = response.read1(want, decode_content=False)
                 if not chunk:
-                    raise BackendError(f"{what}: the connection closed after {got} of "
-                                       f"{length} bytes", transient=True)
+                    if length is None:
+                        break
+                    raise self._broken(f"{what}: the connection closed after {got} of "
+                                       f"{length} bytes")
                 chunks.append(chunk)
                 got += len(chunk)
+                if abandoned():
+                    raise BackendError(f"{what}: abandoned (deadline or interrupt)")
+                if stall_s is not None:
+                    window_bytes += len(chunk)
+                    now = time.monotonic()
+                    if now - window_start >= stall_s:
+                        if window_bytes < LOW_SPEED_BYTES:
+                            raise self._broken(
+                                f"{what}: stalled: {window_bytes} bytes in "
+                                f"{now - window_start:.1f}s from {self.service} (fewer than "
+                                f"{LOW_SPEED_BYTES} per {stall_s:g}s)")
+                        window_start, window_bytes = now, 0
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _broken(self, message: str) -> BackendError:
+        """The transient error of a transport failure, once the idle connections are gone."""
+        self.pool.clear()
+        return BackendError(message, transient=True)
 
     def _discard(self, response: urllib3.BaseHTTPResponse, length: int, what: str) -> None:
         """Read and drop `length` bytes of the body (the part of a 200 before the range)."""
@@ -229,19 +269,21 @@ class PooledHTTP:
             yield
         # Refused, DNS: before ConnectTimeoutError, which NewConnectionError subclasses.
         except urllib3.exceptions.NewConnectionError as exc:
+            self.pool.clear()
             raise Unreachable(f"cannot reach {where}: {short_reason(exc)}") from None
         except urllib3.exceptions.ConnectTimeoutError:
+            self.pool.clear()
             raise Unreachable(f"cannot reach {where}: no answer to connect within "
                               f"{self.timeouts.connect_s:g}s") from None
         except urllib3.exceptions.ReadTimeoutError:
-            raise BackendError(f"{what}: no data from {where} for {self.timeouts.read_s:g}s "
-                               "(read timeout)", transient=True) from None
+            raise self._broken(f"{what}: no data from {where} for {self.timeouts.idle_s:g}s "
+                               "(stalled)") from None
         except urllib3.exceptions.SSLError as exc:
             raise BackendError(f"cannot reach {where}: TLS: {short_reason(exc)}") from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # ProtocolError (reset, cut short: IncompleteRead), socket errors.
-            raise BackendError(f"{what}: connection to {where} broken ({short_reason(exc)})",
-                               transient=True) from None
+            raise self._broken(f"{what}: connection to {where} broken "
+                               f"({short_reason(exc)})") from None
 
 
 def part_of_answer(status: int, headers: Mapping[str, str], length: int | None, start: int,

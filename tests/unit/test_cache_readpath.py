@@ -218,7 +218,9 @@ async def test_a_full_cache_disk_degrades_to_uncached_reads_with_one_warning(
         async with cached_path(backend, tmp_path) as path:
             for name in ("big.bin", "small.jpg", "big.bin"):
                 assert await read_all(path, backend.info(name)) == OBJECTS[name]
-            assert path.stats.as_dict()["cache_write_errors"] == 1
+            # Writes pause after the first failure; one already under way (a second disk
+            # thread) may fail too.
+            assert 1 <= path.stats.as_dict()["cache_write_errors"] <= 2
     assert caplog.text.count("disk is full") == 1
 
 

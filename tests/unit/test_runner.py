@@ -1,12 +1,14 @@
 """The runner: blocking calls in threads, transient failures retried with a bounded backoff."""
 
 import threading
+import time
 
 import pytest
 import trio
 import trio.testing
 
 from objmount.backends.base import AuthFailed, Unreachable
+from objmount.backends.deadline import DeadlineExceeded, abandoned, current, deadline_in
 from objmount.backends.runner import Runner
 
 
@@ -28,7 +30,10 @@ class Flaky:
 
 
 def run_with_clock(fn, *args):
-    """Run under trio's autojumping clock; return (result, virtual seconds elapsed)."""
+    """Run under trio's autojumping clock; return (result, virtual seconds elapsed).
+
+    A task waiting on a worker thread counts as blocked: the clock jumps past it.
+    """
     clock = trio.testing.MockClock(autojump_threshold=0)
 
     async def timed():
@@ -73,3 +78,84 @@ def test_call_once_never_retries() -> None:
     with pytest.raises(Unreachable):
         run_with_clock(Runner(2, retries=3).call_once, flaky)
     assert flaky.calls == 1
+
+
+# -- deadlines -----------------------------------------------------------------
+
+
+class Hanging:
+    """Blocks until released (a blackholed request); records whether it was abandoned."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.abandoned_seen: bool | None = None
+
+    def __call__(self) -> str:
+        self.release.wait(30)
+        self.abandoned_seen = abandoned()
+        return "late"
+
+
+def test_a_call_that_hangs_fails_at_the_deadline_and_its_thread_is_abandoned() -> None:
+    hanging = Hanging()
+
+    async def within_a_request() -> None:
+        with deadline_in(60):
+            await Runner(2).call(hanging)
+
+    with pytest.raises(DeadlineExceeded, match=r"gave up at the 60s deadline"):
+        run_with_clock(within_a_request)
+    hanging.release.set()
+    deadline = time.monotonic() + 10
+    while hanging.abandoned_seen is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hanging.abandoned_seen is True  # the thread learns it is no longer waited for
+
+
+def test_retries_stop_when_the_next_backoff_would_pass_the_deadline() -> None:
+    flaky = Flaky(100, Unreachable("store down"))
+
+    async def within_a_request() -> float:
+        with deadline_in(1.5):
+            started = trio.current_time()
+            with pytest.raises(DeadlineExceeded, match="after: store down"):
+                await Runner(2, retries=10, first_backoff_s=0.2).call(flaky)
+            return trio.current_time() - started
+
+    elapsed, _ = run_with_clock(within_a_request)
+    assert flaky.calls == 3  # after 0.2 + 0.8 s, the 3.2 s backoff would end past 1.5 s
+    assert elapsed < 1.5
+
+
+def test_a_call_outside_any_request_gets_the_runners_own_deadline() -> None:
+    hanging = Hanging()
+    try:
+        with pytest.raises(DeadlineExceeded, match="at the 5s deadline"):
+            run_with_clock(Runner(2, deadline_s=5).call, hanging)
+    finally:
+        hanging.release.set()
+
+
+def test_tasks_started_within_a_request_inherit_its_deadline() -> None:
+    async def main() -> tuple[float | None, float | None]:
+        seen: list[float | None] = []
+
+        async def child() -> None:
+            found = current()
+            seen.append(found.budget_s if found else None)
+
+        async with trio.open_nursery() as nursery:
+            with deadline_in(7):
+                nursery.start_soon(child)  # a fetch a read starts
+            nursery.start_soon(child)  # background work
+        return seen[0], seen[1]
+
+    assert trio.run(main) == (7, None)
+
+
+def test_a_nested_deadline_never_outlives_the_outer_one() -> None:
+    async def main() -> float:
+        with deadline_in(2), deadline_in(60) as inner:
+            return inner.budget_s
+
+    assert trio.run(main) == 2
