@@ -185,7 +185,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         self.attrs = attrs
         self.description = description
         self.invalidate_inode = invalidate_inode
-        self.in_flight = in_flight or InFlight(60.0)
+        self.in_flight = in_flight if in_flight is not None else InFlight(60.0)
         self.page_cache = PageCacheVersions()
         self._next_fh = 1
         self._files: dict[int, _OpenFile] = {}

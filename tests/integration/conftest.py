@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import bounds
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
 from tests.servers.s3_server import MotoS3Server
@@ -58,6 +59,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
         for stack in stacks.values():
             report.sections.append(("Swift stack logs", stack.log_tail(20)))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The times the fault suite measured (tests/integration/bounds.py), as a table."""
+    lines = bounds.summary()
+    if lines:
+        terminalreporter.section("measured times (bounds asserted)")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
