@@ -6,7 +6,8 @@ NotFound -> ENOENT, anything that would write -> EROFS, all else -> EIO (logged
 once), because any other exception escaping a handler would end the mount.
 
 Handlers that may wait on the store (lookup, opendir, read) run through
-inflight.InFlight: a deadline per request (EIO once it passes, whatever the
+inflight.InFlight (for a read, as the pid that opened the handle: pyfuse3 gives
+read no context): a deadline per request (EIO once it passes, whatever the
 retries), and EINTR at once when the caller has a signal pending (pyfuse3 never
 delivers FUSE_INTERRUPT: see inflight.py). open never waits: the GET of a small
 file it starts runs in the background, bounded by the runner's own deadline.
@@ -62,6 +63,10 @@ MOUNT_XATTR = b"user.objmount.mount"
 SERVED_XATTR_PREFIX = b"user."
 # Programs size their buffers from st_blksize (Python's io, cp): invite large reads.
 BLKSIZE = 1 << 20
+# A read that failed (EIO) fails the same way, at once, on its handle for this long:
+# when read-ahead fails, the kernel reads the same pages again at once, and that
+# second request would otherwise wait out the whole deadline (retries) a second time.
+FAILED_READ_S = 1.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -88,6 +93,8 @@ class _OpenFile:
     version: str
     mode: OpenMode
     pid: int  # who opened it: whose signals abandon its reads (inflight.py)
+    failure: BackendError | None = None  # the last read's error, until failure_until
+    failure_until: float = 0.0
 
 
 def _fuse_error(exc: Exception) -> pyfuse3.FUSEError:
@@ -149,12 +156,6 @@ def _caller(_self: "ReadOnlyOperations", args: tuple) -> int:
 
 def _pid(ctx: pyfuse3.RequestContext | None) -> int:
     return ctx.pid if ctx is not None else 0
-
-
-def _opener(self: "ReadOnlyOperations", args: tuple) -> int:
-    """The pid that opened the handle a read names (0 if it is unknown)."""
-    file = self._files.get(args[0])
-    return file.pid if file is not None else 0
 
 
 async def _read_only(*_args: object) -> None:
@@ -288,9 +289,17 @@ class ReadOnlyOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=mode.keep_cache, direct_io=mode.direct_io)
 
     @_errno
-    @_store_request(_opener)
     async def read(self, fh: int, off: int, size: int) -> ReadBytes:
-        return await self._files[fh].handle.read(off, size)
+        file = self._files[fh]
+        if file.failure is not None:  # see FAILED_READ_S
+            if trio.current_time() < file.failure_until:
+                raise file.failure
+            file.failure = None
+        try:
+            return await self.in_flight.run(file.pid, file.handle.read, off, size)
+        except BackendError as exc:
+            file.failure, file.failure_until = exc, trio.current_time() + FAILED_READ_S
+            raise
 
     @_errno
     async def release(self, fh: int) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import bounds
+from tests.integration import bounds, fault_kit
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
+from tests.servers.fault_proxy import FaultProxy
 from tests.servers.s3_server import MotoS3Server
 from tests.servers.swift_stack import SwiftStack
 
@@ -144,3 +145,22 @@ def mount(
     """The `dataset` container mounted read-only; unmounted after the test, whatever happens."""
     with mounted("remote:dataset", tmp_path / "mnt", config) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def fault_data(store: TestStore) -> dict[str, bytes]:
+    """Container `faults` of the fault suite (fault_kit.FILES), key -> content."""
+    objects = {key: data(f"faults-{key}", size) for key, size in fault_kit.FILES.items()}
+    store.create_container(fault_kit.CONTAINER)
+    put_many(store, fault_kit.CONTAINER, objects)
+    return objects
+
+
+@pytest.fixture
+def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
+    """A FaultProxy in front of the store's object and listing requests (tests/servers/
+    fault_proxy.py), and an rclone.conf whose `remote` goes through it."""
+    with FaultProxy(store.data_port) as proxy:
+        conf = tmp_path / "rclone.conf"
+        conf.write_text(store.rclone_section_through("remote", proxy.url))
+        yield proxy, conf
