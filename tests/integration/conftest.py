@@ -164,3 +164,19 @@ def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]
         conf = tmp_path / "rclone.conf"
         conf.write_text(store.rclone_section_through("remote", proxy.url))
         yield proxy, conf
+
+
+# Keystone's token lifetime in the second stack (the main one's: 1 h).
+TOKEN_LIFETIME_S = 6
+
+
+@pytest.fixture(scope="session")
+def short_token_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftStack]:
+    """A second stack whose tokens expire after TOKEN_LIFETIME_S (the main one: 1 h)."""
+    with SwiftStack(tmp_path_factory.mktemp("short-tokens"),
+                    token_expiration_s=TOKEN_LIFETIME_S) as stack:
+        swift = SwiftStore(stack)  # (shared by test_swift.py and test_faults_auth.py)
+        swift.create_container("tokens")
+        for i in range(3):
+            swift.put("tokens", f"f{i}.bin", data(f"token-{i}", MiB + i))
+        yield stack

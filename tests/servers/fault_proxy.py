@@ -133,6 +133,10 @@ class FaultProxy:
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
+            # close() alone leaves a thread blocked in accept() accepting (Linux):
+            # shutdown() wakes it and unbinds the port.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
 
     def accept(self) -> None:
@@ -146,6 +150,10 @@ class FaultProxy:
     def stop(self) -> None:
         """Stop accepting, release held requests and close every client connection."""
         self._stopped.set()
+        self.go_down()
+
+    def go_down(self) -> None:
+        """The server goes away: new connections are refused, kept ones are closed."""
         self.refuse()
         with self._lock:
             clients = list(self._clients)
