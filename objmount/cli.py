@@ -14,10 +14,11 @@ from typing import Annotated
 
 import typer
 
-from objmount import __version__, daemon
+from objmount import __version__, controlcli, daemon
 from objmount import log as logsetup
 from objmount.backends import Timeouts
 from objmount.cache import cli as cache_cli
+from objmount.cache import settings as cache_settings
 from objmount.config import default_config_path, load_remotes, parse_target
 from objmount.errors import ConfigError, ObjmountError
 from objmount.etl.cli import etl_app
@@ -59,6 +60,8 @@ def _global_options(
 app.add_typer(etl_app, name="etl")
 app.add_typer(cache_cli.cache_app, name="cache")
 app.command("warm")(cache_cli.warm_command)
+app.command("prefetch")(controlcli.prefetch_command)
+app.command("stats")(controlcli.stats_command)
 
 
 @app.command("mount")
@@ -157,6 +160,7 @@ def mount_command(
     read_ahead: cache_cli.ReadAheadOpt = cache_cli.READ_AHEAD_DEFAULT,
     max_buffer_memory: cache_cli.MaxBufferMemoryOpt = cache_cli.MAX_BUFFER_MEMORY_DEFAULT,
     dir_read_ahead: cache_cli.DirReadAheadOpt = cache_cli.DIR_READ_AHEAD_DEFAULT,
+    order_ahead: cache_cli.OrderAheadOpt = cache_settings.DEFAULT_ORDER_AHEAD,
     verbose: VerboseOpt = 0,
     log_file: LogFileOpt = None,
 ) -> None:
@@ -188,7 +192,7 @@ def mount_command(
         ),
         cache=cache_cli.cache_options(
             cache_mode, cache_dir, cache_max_size, cache_mem, block_size, read_ahead,
-            max_buffer_memory, dir_read_ahead,
+            max_buffer_memory, dir_read_ahead, order_ahead,
         ),
     )
     if allow_other and (warning := propagation_warning(mountpoint.absolute())):

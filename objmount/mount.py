@@ -1,13 +1,16 @@
 """Mount lifecycle: check, init, serve until signalled or unmounted, close.
 
-Order matters for fail-fast: the mountpoint and --allow-other are checked first
-(no network), then the remote with one bounded attempt, and only then is the
-FUSE session created. Whatever ends the session (SIGINT, SIGTERM, SIGHUP, an
-external unmount, or a bug), the mountpoint is left unmounted, never "transport
-endpoint is not connected". A dead mount left on the mountpoint by a killed
-process is cleared (lazily unmounted, with one log line) only then, just before
-the new session: its users see ENOTCONN until the mount is back, not an empty
-directory while the remote is checked.
+Order matters for fail-fast: the mountpoint, --allow-other, the cache and the
+control socket's directories are checked first (no network), then the remote
+with one bounded attempt, and only then is the FUSE session created. The
+control channel (controlserver.py, answered by mountcontrol.py) is served beside
+the FUSE session, its socket named in the root's xattr user.objmount.mount.
+Whatever ends the session (SIGINT, SIGTERM, SIGHUP, an external unmount, or a
+bug), the mountpoint is left unmounted, never "transport endpoint is not
+connected". A dead mount left on the mountpoint by a killed process is cleared
+(lazily unmounted, with one log line) only then, just before the new session:
+its users see ENOTCONN until the mount is back, not an empty directory while
+the remote is checked.
 """
 
 import json
@@ -15,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +32,12 @@ from objmount.cache.blocks import check_cache_dir
 from objmount.cache.readpath import open_cached_read_path
 from objmount.cache.settings import CacheOptions, default_cache_dir, source_for
 from objmount.config import Target
+from objmount.control import VERSION as CONTROL_VERSION
+from objmount.controlserver import ControlServer, control_socket_path
 from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.heap import release_large_buffers
 from objmount.inflight import InFlight
+from objmount.mountcontrol import MountControl
 from objmount.mountpoint import (
     check_allow_other,
     check_mountpoint,
@@ -98,13 +104,14 @@ def run(target: Target, options: MountOptions, on_ready: Callable[[], None],
         check_allow_other(os.geteuid())
     if options.cache is not None:  # before any request: a cache dir others can write is refused
         check_cache_dir(options.cache.cache_dir)
+    socket_path = control_socket_path()
     release_large_buffers()
-    trio.run(_serve, target, options, mountpoint, on_ready, on_note)
+    trio.run(_serve, target, options, mountpoint, socket_path, on_ready, on_note)
 
 
 async def _serve(
-    target: Target, options: MountOptions, mountpoint: Path, on_ready: Callable[[], None],
-    on_note: Callable[[str], None],
+    target: Target, options: MountOptions, mountpoint: Path, socket_path: Path,
+    on_ready: Callable[[], None], on_note: Callable[[str], None],
 ) -> None:
     backend = open_backend(target, options.timeouts)
     runner = Runner(options.max_parallel, options.retries,
@@ -125,7 +132,9 @@ async def _serve(
     )
     read_path = await _open_read_path(target, backend, runner, options, namespace)
     in_flight = InFlight(options.timeouts.read_s)
-    operations = ReadOnlyOperations(namespace, read_path, attrs, _description(target, options),
+    control = ControlServer(socket_path, MountControl(read_path).handlers)
+    operations = ReadOnlyOperations(namespace, read_path, attrs,
+                                    _description(target, options, socket_path),
                                     in_flight=in_flight)
     if clear_dead_mount(mountpoint):
         note = (f"{mountpoint} was a dead mount (Transport endpoint is not connected: its "
@@ -133,26 +142,30 @@ async def _serve(
         log.warning("%s", note)
         on_note(note)
         check_mountpoint(mountpoint)
-    pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
-    clean = False
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_terminate_on_signal)
-            await nursery.start(in_flight.serve)
-            await nursery.start(read_path.serve)
-            await nursery.start(namespace.serve)
-            await nursery.start(operations.serve)
-            nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
-            await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
-            nursery.cancel_scope.cancel()
-        clean = True
-    finally:
-        # pyfuse3 advises against unmounting from a session that failed; the
-        # session is closed first, so a lazy fusermount afterwards cannot hang.
-        pyfuse3.close(unmount=clean)
-        if not clean:
-            unmount(mountpoint, lazy=True)
-        log.info("unmounted %s", mountpoint)
+    # Signals are received from before the mount exists: a SIGTERM sent as soon as the
+    # mountpoint shows up in mountinfo must unmount, not kill the process mid-mount.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        pyfuse3.init(operations, str(mountpoint), fuse_options(target, options))
+        clean = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_terminate_on_signal, signals)
+                await nursery.start(in_flight.serve)
+                await nursery.start(read_path.serve)
+                await nursery.start(control.serve)
+                await nursery.start(namespace.serve)
+                await nursery.start(operations.serve)
+                nursery.start_soon(_when_serving, target, backend.describe(), mountpoint, on_ready)
+                await pyfuse3.main(min_tasks=4, max_tasks=max(16, 4 * options.max_parallel))
+                nursery.cancel_scope.cancel()
+            clean = True
+        finally:
+            # pyfuse3 advises against unmounting from a session that failed; the
+            # session is closed first, so a lazy fusermount afterwards cannot hang.
+            pyfuse3.close(unmount=clean)
+            if not clean:
+                unmount(mountpoint, lazy=True)
+            log.info("unmounted %s", mountpoint)
 
 
 async def _open_read_path(
@@ -166,21 +179,26 @@ async def _open_read_path(
              cache.cache_dir, cache.block_size_bytes >> 20, cache.max_size_bytes >> 20,
              cache.max_buffer_memory_bytes >> 20)
     return await open_cached_read_path(backend, runner, source_for(target), cache,
-                                       namespace.files_in)
+                                       namespace.files_in, namespace.resolve, target.prefix)
 
 
-def _description(target: Target, options: MountOptions) -> bytes | None:
-    """The root's user.objmount.mount: what `objmount warm PATH` needs (no secrets)."""
-    cache = options.cache
-    if cache is None:
-        return None
-    return json.dumps({
+def _description(target: Target, options: MountOptions, socket_path: Path) -> bytes:
+    """The root's user.objmount.mount: what `objmount warm PATH` needs, and the control
+    channel's socket (no secrets)."""
+    description: dict[str, object] = {
         "target": str(target),
         "config": str(options.config_path) if options.config_path else None,
-        "cache_dir": str(cache.cache_dir),
-        "block_size": cache.block_size_bytes,
-        "cache_max_size": cache.max_size_bytes,
-    }).encode()
+        "control": str(socket_path),
+        "control_version": CONTROL_VERSION,
+    }
+    cache = options.cache
+    if cache is not None:
+        description |= {
+            "cache_dir": str(cache.cache_dir),
+            "block_size": cache.block_size_bytes,
+            "cache_max_size": cache.max_size_bytes,
+        }
+    return json.dumps(description).encode()
 
 
 async def _when_serving(
@@ -199,9 +217,8 @@ async def _when_serving(
     on_ready()
 
 
-async def _terminate_on_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("%s received: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
-            return
+async def _terminate_on_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        log.info("%s received: unmounting", signal.Signals(signum).name)
+        pyfuse3.terminate()
+        return

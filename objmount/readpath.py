@@ -44,6 +44,27 @@ class ReadStats:
     buffer_bytes: int = 0
     buffer_peak_bytes: int = 0
     dir_ahead_gets: int = 0
+    # Order-driven prefetch (cache/orderahead.py): GETs of files fetched ahead of an
+    # order's readers (also in `gets`); files whose block fetched ahead a read claimed;
+    # files fetched ahead and dropped unread, and their bytes (wasted prefetch); memory
+    # held ahead now; files fetched or being fetched ahead; published orders; files of
+    # orders not in the mount.
+    prefetch_gets: int = 0
+    prefetch_used_files: int = 0
+    prefetch_unused_files: int = 0
+    prefetch_unused_bytes: int = 0
+    prefetch_buffer_bytes: int = 0
+    prefetch_ahead_files: int = 0
+    orders: int = 0
+    order_missing_files: int = 0
+    # The cache policy (cache/policy.py): 1 while the resident set is kept (misses are not
+    # written), and the blocks not written for it.
+    cache_holding: int = 0
+    cache_not_admitted: int = 0
+    # Time in reads, and in reads during which a GET of the file's blocks ended (waiting
+    # on the store), in nanoseconds.
+    read_ns: int = 0
+    store_wait_ns: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -126,6 +126,24 @@ class Namespace:
             return []
         return [child.obj for child in node.children.values() if child.obj is not None]
 
+    async def resolve(self, path: str) -> ObjectInfo | None:
+        """Return the file at `path` (relative to the root, '/'-separated), or None if there
+        is none. Lists the directories on the way that were never listed (or are stale).
+        Raises BackendError if a listing fails with nothing to fall back on."""
+        parent, _, name = path.rpartition("/")
+        inode = self._inode_of_key.get(f"{self.root.key}{parent}/" if parent else self.root.key)
+        try:
+            if inode is None or not self._nodes[inode].is_dir:
+                inode = ROOT_INODE
+                for part in parent.split("/") if parent else ():
+                    node = await self.lookup(inode, part)
+                    if not node.is_dir:
+                        return None
+                    inode = node.inode
+            return (await self.lookup(inode, name)).obj
+        except (NotFound, NotADirectoryError):
+            return None
+
     async def lookup(self, parent: int, name: str) -> Node:
         """Return the child `name` of directory `parent`; raises NotFound."""
         children = await self.children(parent)

@@ -221,10 +221,9 @@ def main() -> None:
         endpoint = server.endpoint
         if args.rtt_ms > 0:
             with sigint_held():
-                relay, port = start_relay(server.port, args.rtt_ms,
-                                          log_path=str(work / "relay.log"))
-                stack.callback(procs.stop, relay)
-            endpoint = f"http://127.0.0.1:{port}"
+                relay = start_relay(server.port, args.rtt_ms, log_path=str(work / "relay.log"))
+                stack.callback(relay.stop)
+            endpoint = f"http://127.0.0.1:{relay.port}"
         # `load` uploads straight to the server; the mounts read through the relay.
         config.write_text(server.rclone_section("load") +
                           server.rclone_section("demo", endpoint=endpoint))
@@ -238,7 +237,7 @@ def main() -> None:
             f"{time.monotonic() - started:.1f}s")
         if args.rtt_ms > 0:
             say(f"the mounts read through a latency relay adding {args.rtt_ms:g} ms of round "
-                f"trip (127.0.0.1:{port}), as an object store in the same region")
+                f"trip ({endpoint}), as an object store in the same region")
 
         with sigint_held():
             mount = stack.enter_context(mounted("demo:food11", work / "objmount", config,

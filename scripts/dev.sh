@@ -50,7 +50,7 @@ system_packages() {
 python_env() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PYTHON" -m venv "$VENV"
-        "$VENV/bin/pip" install -q --upgrade pip
+        "$VENV/bin/pip" install -qq --upgrade pip
     fi
     # Reinstall only when the dependency list changed.
     local stamp="$VENV/.objmount-installed"
@@ -59,7 +59,7 @@ python_env() {
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
         # torch: the demo and the training tests need it (pinned in pyproject.toml).
         # PYTHONWARNINGS: setuptools' "Editable installation" notice is not for users.
-        PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/pip" install -q -e ".[test,torch]"
+        PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/pip" install -qq -e ".[test,torch]"
         echo "$wanted" > "$stamp"
     fi
 }

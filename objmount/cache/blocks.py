@@ -796,15 +796,17 @@ def remove_block_files(blocks_dir: Path) -> int:
     return removed
 
 
-def open_store(directory: Path, max_size_bytes: int) -> BlockStore | None:
-    """Open (creating it if needed) the block store in `directory` for a mount or `warm`.
+def open_store(directory: Path, max_size_bytes: int,
+               policy: EvictionPolicy | None = None) -> BlockStore | None:
+    """Open (creating it if needed) the block store in `directory` for a mount or `warm`,
+    with `policy` (default: LruPolicy).
 
     Returns None, after one warning, if the disk is full: reads then go uncached.
     Raises ConfigError for any other reason it cannot be used (a directory that is not
     private to the user included). Blocks (disk, SQLite).
     """
     try:
-        return BlockStore(directory, max_size_bytes)
+        return BlockStore(directory, max_size_bytes, policy)
     except _STORE_ERRORS as exc:
         if is_disk_full(exc):
             log.warning("the cache disk is full (%s): reading uncached from the store", directory)

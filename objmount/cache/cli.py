@@ -90,6 +90,12 @@ DirReadAheadOpt = Annotated[
                  "opened, fetch its other small (one-block) files into the cache, up to this "
                  "much ahead of the opens (ImageFolder-style reading; 0 turns it off)."),
 ]
+OrderAheadOpt = Annotated[
+    int,
+    typer.Option("--order-ahead", min=0, help="GETs in flight ahead of the readers of a "
+                 "published order (objmount.torch.PrefetchSampler, `objmount prefetch`), "
+                 "within --max-parallel; 0 turns order prefetch off."),
+]
 MaxBufferMemoryOpt = Annotated[
     str,
     typer.Option("--max-buffer-memory", help="All memory for read-ahead and the hot tier "
@@ -118,6 +124,7 @@ def cache_options(
     read_ahead: str,
     max_buffer_memory: str,
     dir_read_ahead: str = DIR_READ_AHEAD_DEFAULT,
+    order_ahead: int = settings.DEFAULT_ORDER_AHEAD,
 ) -> CacheOptions | None:
     """Return the mount's cache settings, or None for --cache-mode off. Raises ConfigError."""
     if mode not in ("full", "off"):
@@ -133,6 +140,7 @@ def cache_options(
         max_buffer_memory_bytes=_size("--max-buffer-memory", max_buffer_memory),
         cache_mem_bytes=_size("--cache-mem", cache_mem),
         dir_read_ahead_bytes=_size("--dir-read-ahead", dir_read_ahead),
+        order_ahead=order_ahead,
     )
     return None if mode == "off" else options
 

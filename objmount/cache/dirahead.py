@@ -18,6 +18,13 @@ Invariants:
   one-block files are (larger files have their own sequential read-ahead);
 - a fetch that fails is forgotten (the reader's own open retries it, and reports
   the error);
+- off while `paused()` says so (an order is published, or the cache keeps its
+  resident set and would not write what is fetched): nothing new starts;
+- a directory starts only while the working set fits in `cache_bytes`: the small
+  files of every directory with a cold open in the last WORKING_SET_S. Opens come
+  in random order across those directories, so a file fetched ahead waits about
+  half an epoch for its open; in a cache smaller than what is read meanwhile it
+  would be evicted first, and fetched twice;
 - FUSE-free and store-free: it is given a fetch callable and a directory's
   listing, so it is tested with fakes. Used on the trio thread only.
 """
@@ -27,6 +34,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+import trio
+
+from objmount import log as logs
 from objmount.backends.base import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -35,6 +45,8 @@ log = logging.getLogger(__name__)
 # distinct ones are the start of a scan (the same test as sequential read-ahead's
 # "two sequential reads in a row").
 MISSES_TO_START = 2
+# How long a directory with a cold open counts in the working set (an epoch, or more).
+WORKING_SET_S = 600.0
 
 Spawn = Callable[[Callable[[], Awaitable[None]]], None]
 
@@ -53,6 +65,8 @@ class _Directory:
     active: bool = False
     queue: deque[ObjectInfo] = field(default_factory=deque)
     opened: set[str] = field(default_factory=set)  # since the directory started
+    listed_bytes: int = 0  # its small files' bytes, as listed at its first cold open
+    missed_at: float = float("-inf")
     ahead: dict[str, int] = field(default_factory=dict)  # fetched ahead, not opened: bytes
     ahead_bytes: int = 0
 
@@ -69,6 +83,9 @@ class DirectoryReadAhead:
         small_bytes: int,
         ahead_bytes: int,
         parallel: int,
+        paused: Callable[[], bool] = lambda: False,
+        cache_bytes: int | None = None,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.fetch = fetch
         self.files_in = files_in
@@ -76,6 +93,9 @@ class DirectoryReadAhead:
         self.small_bytes = small_bytes
         self.ahead_bytes = ahead_bytes
         self.parallel = max(1, parallel)
+        self.paused = paused
+        self.cache_bytes = cache_bytes
+        self.clock = clock
         self.in_flight = 0
         self.fetches_started = 0
         self._dirs: dict[str, _Directory] = {}
@@ -100,10 +120,15 @@ class DirectoryReadAhead:
 
     def missed(self, obj: ObjectInfo) -> None:
         """Note that opening `obj` needed a GET; the MISSES_TO_START-th starts its directory."""
-        if not self.enabled or not 0 < obj.size <= self.small_bytes:
+        if not self.enabled or not 0 < obj.size <= self.small_bytes or self.paused():
             return
         prefix = directory_of(obj.key)
-        directory = self._dirs.setdefault(prefix, _Directory(prefix))
+        directory = self._dirs.get(prefix)
+        if directory is None:
+            directory = self._dirs[prefix] = _Directory(prefix)
+            directory.listed_bytes = sum(o.size for o in self.files_in(prefix)
+                                         if 0 < o.size <= self.small_bytes)
+        directory.missed_at = self.clock()
         if directory.active:
             return
         directory.misses += 1
@@ -112,8 +137,17 @@ class DirectoryReadAhead:
             self._start(directory)
 
     def _start(self, directory: _Directory) -> None:
-        directory.active = True
         directory.misses = 0
+        if self.cache_bytes is not None:
+            since = self.clock() - WORKING_SET_S
+            working = sum(d.listed_bytes for d in self._dirs.values() if d.missed_at >= since)
+            if working > self.cache_bytes:
+                logs.once(log, logging.INFO, "dirahead-working-set",
+                          "directory read-ahead waits: the directories being read hold more "
+                          "than the cache (%d MiB > %d MiB)", working >> 20,
+                          self.cache_bytes >> 20)
+                return
+        directory.active = True
         directory.queue = deque(
             obj for obj in self.files_in(directory.prefix)
             if 0 < obj.size <= self.small_bytes and obj.key not in directory.opened
@@ -125,6 +159,8 @@ class DirectoryReadAhead:
 
     def _pump(self) -> None:
         """Start fetches, round-robin over active directories, while there is room."""
+        if self.paused():
+            return
         blocked = 0  # directories in a row with no room: stop when all are
         while self.in_flight < self.parallel and self._turns and blocked < len(self._turns):
             directory = self._turns[0]

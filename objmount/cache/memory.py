@@ -1,9 +1,10 @@
-"""Block bytes in memory: one global budget, and the hot tier that lives under it.
+"""Block bytes in memory: one global budget, the hot tier and the buffer of blocks fetched ahead.
 
 Everything a mount keeps in memory for reading (read-ahead blocks of every open
-file, the hot tier, blocks fetched for a read in flight, blocks waiting to be
-written to disk) is charged to ONE MemoryBudget, whatever the number of open
-files: a thousand open files share the budget, they do not multiply it.
+file, the hot tier, blocks fetched ahead of an order's readers, blocks fetched
+for a read in flight, blocks waiting to be written to disk) is charged to ONE
+MemoryBudget, whatever the number of open files: a thousand open files share
+the budget, they do not multiply it.
 
 Invariants:
 - optional memory (read-ahead, the hot tier) is taken with `try_take`, which
@@ -128,3 +129,64 @@ class HotTier:
     def _release(self, size: int) -> None:
         self.used_bytes -= size
         self.budget.give(size)
+
+
+class AheadBuffer:
+    """Blocks fetched ahead of the readers of an order (orderahead.py), until a read claims
+    them or the order drops them; at most `max_bytes`, charged to the shared budget.
+
+    A block's memory is reserved before its GET starts (`reserve`), so blocks in flight
+    count too. What leaves the buffer unclaimed is counted as unused: the figure of
+    wasted prefetch.
+    """
+
+    def __init__(self, budget: MemoryBudget, max_bytes: int) -> None:
+        self.budget = budget
+        self.max_bytes = max_bytes
+        self.held_bytes = 0  # reserved or holding data
+        self.used_files = self.used_bytes = 0
+        self.unused_files = self.unused_bytes = 0
+        self._blocks: dict[Hashable, bytes] = {}
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._blocks
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def reserve(self, nbytes: int) -> bool:
+        """Charge `nbytes` for a block about to be fetched; False if there is no room."""
+        if self.held_bytes + nbytes > self.max_bytes or not self.budget.try_take(nbytes):
+            return False
+        self.held_bytes += nbytes
+        return True
+
+    def unreserve(self, nbytes: int) -> None:
+        """Give back a reservation that will not be filled (the fetch failed or was claimed)."""
+        self.held_bytes -= nbytes
+        self.budget.give(nbytes)
+
+    def fill(self, key: Hashable, data: bytes) -> None:
+        """Hold `data` as block `key`, under the reservation made for it."""
+        if key in self._blocks:  # fetched twice (two orders): keep one
+            self.unreserve(len(data))
+            return
+        self._blocks[key] = data
+
+    def claim(self, key: Hashable) -> bytes | None:
+        """Hand block `key` to a reader (it leaves the buffer), or None if not held."""
+        data = self._blocks.pop(key, None)
+        if data is not None:
+            self.used_files += 1
+            self.used_bytes += len(data)
+            self.unreserve(len(data))
+        return data
+
+    def drop(self, key: Hashable, *, unused: bool = True) -> None:
+        """Let block `key` go without a reader (counted as unused unless told otherwise)."""
+        data = self._blocks.pop(key, None)
+        if data is not None:
+            if unused:
+                self.unused_files += 1
+                self.unused_bytes += len(data)
+            self.unreserve(len(data))

@@ -14,12 +14,9 @@ Invariants:
   mountinfo `user_id=`): another user's mount could name any cache directory.
 """
 
-import contextlib
-import json
 import os
 import sqlite3
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +26,19 @@ from objmount.cache import legacy
 from objmount.cache.blocks import BLOCKS_DIR, BlockStore, check_cache_dir, remove_store_files
 from objmount.cache.index import FILE_NAME
 from objmount.errors import ObjmountError
-from objmount.mountpoint import unescape_mount_field
+from objmount.mounts import (
+    MOUNT_XATTR,
+    MOUNTINFO,
+    STATS_XATTR,
+    XATTR_TIMEOUT_S,
+    innermost_mount,
+    objmount_mounts,
+    root_xattr,
+)
 
 if TYPE_CHECKING:  # warmup imports trio: loaded only when `warm` runs
     from objmount.cache.warmup import WarmProgress
 
-STATS_XATTR = "user.objmount.stats"
-MOUNT_XATTR = "user.objmount.mount"
-XATTR_TIMEOUT_S = 2.0
 
 
 def human_bytes(count: float) -> str:
@@ -78,44 +80,6 @@ class MountStats:
     stats: dict[str, int] | None  # None: the mount did not answer in time
 
 
-@dataclass(frozen=True)
-class ObjmountMount:
-    """An objmount mount as /proc/self/mountinfo lists it."""
-
-    mountpoint: str
-    user_id: int | None  # the `user_id=` super option: who mounted it (None: not given)
-
-
-def objmount_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[ObjmountMount]:
-    """Return every objmount mount (fstype fuse.objmount), with who mounted it."""
-    found = []
-    for line in mountinfo.read_text(encoding="utf-8").splitlines():
-        fields, _, rest = line.partition(" - ")
-        fstype, *others = rest.split(" ")
-        if fstype != "fuse.objmount":
-            continue
-        options = others[1].split(",") if len(others) > 1 else []
-        user_ids = [o.removeprefix("user_id=") for o in options if o.startswith("user_id=")]
-        user_id = int(user_ids[0]) if len(user_ids) == 1 and user_ids[0].isdigit() else None
-        found.append(ObjmountMount(unescape_mount_field(fields.split()[4]), user_id))
-    return found
-
-
-def root_xattr(mountpoint: str, name: str, timeout_s: float = XATTR_TIMEOUT_S) -> dict | None:
-    """Return the JSON xattr `name` of a mount's root; None if unreadable or not answered
-    within `timeout_s` (the reading thread is then left behind)."""
-    result: list[dict] = []
-
-    def read() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            result.append(json.loads(os.getxattr(mountpoint, name)))
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return result[0] if result else None
-
-
 def mount_stats(mountpoint: str, timeout_s: float = XATTR_TIMEOUT_S) -> MountStats:
     """Read one mount's ReadStats (None if it does not answer in time)."""
     return MountStats(mountpoint, root_xattr(mountpoint, STATS_XATTR, timeout_s))
@@ -132,30 +96,26 @@ class MountedCache:
     cache_max_size: int
 
 
-def mount_containing(
-    path: Path, mountinfo: Path = Path("/proc/self/mountinfo")
-) -> tuple[MountedCache, str]:
+def mount_containing(path: Path, mountinfo: Path = MOUNTINFO) -> tuple[MountedCache, str]:
     """Return the objmount mount `path` is in and the object prefix `path` stands for there.
 
     Raises ObjmountError if `path` is in no objmount mount with a block cache, or
     the mount does not answer within XATTR_TIMEOUT_S.
     """
-    resolved = path.absolute()
-    mounts = {Path(m.mountpoint): m for m in objmount_mounts(mountinfo)}
-    inside = [m for m in mounts if resolved == m or m in resolved.parents]
-    if not inside:
+    found = innermost_mount(path, objmount_mounts(mountinfo))
+    if found is None:
         raise ObjmountError(f"{path} is neither REMOTE:CONTAINER[/PREFIX] nor a path inside "
                             "an objmount mount")
-    mountpoint = max(inside, key=lambda m: len(m.parts))
-    owner, euid = mounts[mountpoint].user_id, os.geteuid()
-    if owner not in (euid, 0):
+    mount, relative = found
+    mountpoint, owner, euid = mount.mountpoint, mount.user_id, os.geteuid()
+    if not mount.trusted(euid):
         raise ObjmountError(
             f"the objmount mount on {mountpoint} was mounted by "
             f"{'an unknown user' if owner is None else f'uid {owner}'}: `warm` trusts only "
             f"your own mounts (uid {euid}) and root's (warm REMOTE:CONTAINER[/PREFIX] "
             "--cache-dir DIR instead)")
-    info = root_xattr(str(mountpoint), MOUNT_XATTR)
-    if info is None:
+    info = root_xattr(mountpoint, MOUNT_XATTR)
+    if info is None or "cache_dir" not in info:
         raise ObjmountError(f"the objmount mount on {mountpoint} did not say where it caches "
                             "(not answering, or mounted with --cache-mode off)")
     try:
@@ -167,8 +127,7 @@ def mount_containing(
     except (KeyError, TypeError, ValueError):
         raise ObjmountError(f"the objmount mount on {mountpoint} describes itself in a form "
                             "this objmount does not know (another version?)") from None
-    relative = resolved.relative_to(mountpoint).as_posix()
-    return mounted, "" if relative == "." else relative
+    return mounted, relative
 
 
 def hit_rate(stats: dict[str, int]) -> str:

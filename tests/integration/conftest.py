@@ -139,6 +139,17 @@ def big_directory(store: TestStore) -> set[str]:
 
 
 @pytest.fixture
+def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
+    """A FaultProxy in front of the store's object and listing requests (tests/servers/
+    fault_proxy.py; it records every exchange), and an rclone.conf whose remote `remote`
+    goes through it."""
+    with FaultProxy(store.data_port) as proxy:
+        conf = tmp_path / "relayed.conf"
+        conf.write_text(store.rclone_section_through("remote", proxy.url))
+        yield proxy, conf
+
+
+@pytest.fixture
 def mount(
     dataset: dict[str, bytes], config: Path, tmp_path: Path
 ) -> Iterator[MountProcess]:
@@ -154,16 +165,6 @@ def fault_data(store: TestStore) -> dict[str, bytes]:
     store.create_container(fault_kit.CONTAINER)
     put_many(store, fault_kit.CONTAINER, objects)
     return objects
-
-
-@pytest.fixture
-def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
-    """A FaultProxy in front of the store's object and listing requests (tests/servers/
-    fault_proxy.py), and an rclone.conf whose `remote` goes through it."""
-    with FaultProxy(store.data_port) as proxy:
-        conf = tmp_path / "rclone.conf"
-        conf.write_text(store.rclone_section_through("remote", proxy.url))
-        yield proxy, conf
 
 
 # Keystone's token lifetime in the second stack (the main one's: 1 h).

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 
+from tests.servers.fault_proxy import FaultProxy
 from tests.servers.s3_server import MotoS3Server
 from tests.servers.swift_stack import SwiftStack
 
@@ -54,6 +55,14 @@ def put_many(store: TestStore, container: str, objects: dict[str, bytes]) -> Non
         return
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda item: store.put(container, *item), objects.items()))
+
+
+def gets_seen(proxy: FaultProxy, store: TestStore, container: str,
+              keys: Iterable[str]) -> list[str]:
+    """The keys (of `keys`) of the object GETs a relay in front of `store` saw, in order."""
+    by_path = {store.object_path(container, key): key for key in keys}
+    return [by_path[path] for e in list(proxy.exchanges)
+            if e.method == "GET" and (path := e.target.split("?")[0]) in by_path]
 
 
 def get_many(store: TestStore, container: str, keys: Iterable[str]) -> dict[str, bytes]:

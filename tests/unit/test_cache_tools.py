@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from objmount import mounts
 from objmount.cache import tools
 from objmount.cache.cli import is_remote_spec
 from objmount.errors import ObjmountError
@@ -45,9 +46,9 @@ def test_anything_else_is_a_path(text: str) -> None:
 
 
 def test_objmount_mounts_are_read_from_mountinfo_unescaped(mountinfo: Path) -> None:
-    assert tools.objmount_mounts(mountinfo) == [
-        tools.ObjmountMount("/mnt/object", 0), tools.ObjmountMount("/mnt/object/nested dir", 0),
-        tools.ObjmountMount("/mnt/theirs", 1000), tools.ObjmountMount("/mnt/odd", None),
+    assert mounts.objmount_mounts(mountinfo) == [
+        mounts.ObjmountMount("/mnt/object", 0), mounts.ObjmountMount("/mnt/object/nested dir", 0),
+        mounts.ObjmountMount("/mnt/theirs", 1000), mounts.ObjmountMount("/mnt/odd", None),
     ]
 
 

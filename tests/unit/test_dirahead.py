@@ -48,11 +48,12 @@ class Store:
 @asynccontextmanager
 async def read_ahead(
     store: Store, *, ahead_bytes: int = 10**9, parallel: int = 4, small_bytes: int = 10**6,
+    **kwargs: object,
 ) -> AsyncIterator[DirectoryReadAhead]:
     async with trio.open_nursery() as nursery:
         yield DirectoryReadAhead(
             store.fetch, store.files_in, nursery.start_soon,
-            small_bytes=small_bytes, ahead_bytes=ahead_bytes, parallel=parallel,
+            small_bytes=small_bytes, ahead_bytes=ahead_bytes, parallel=parallel, **kwargs,
         )
 
 
@@ -188,3 +189,45 @@ async def test_a_finished_directory_starts_again_after_new_misses() -> None:
         ahead.missed(dir_files[3])
         await settle()
     assert sorted(store.fetched[2:]) == [dir_files[0].key, dir_files[1].key]
+
+
+@trio_test
+async def test_directories_are_read_ahead_only_while_those_being_read_fit_in_the_cache(
+) -> None:
+    """Directories of 2 MB with a 5 MB cache: two being read fit, a third does not (files
+    fetched ahead would be evicted before their opens): nothing more starts."""
+    listings = {f"c{n}/": files(f"c{n}/", 20) for n in range(3)}
+    store = Store(listings)
+    async with read_ahead(store, cache_bytes=5_000_000) as ahead:
+        for n in range(2):
+            for obj in listings[f"c{n}/"][:2]:
+                ahead.opened(obj)
+                ahead.missed(obj)
+        await settle()
+        assert {directory_of(k) for k in store.fetched} == {"c0/", "c1/"}
+        fetched = len(store.fetched)
+        for obj in listings["c2/"][:2]:
+            ahead.opened(obj)
+            ahead.missed(obj)
+        await settle()
+    assert len(store.fetched) == fetched
+
+
+@trio_test
+async def test_nothing_starts_while_paused() -> None:
+    dir_files = files("d/", 20)
+    store = Store({"d/": dir_files})
+    paused = True
+    async with read_ahead(store, paused=lambda: paused) as ahead:
+        for obj in dir_files[:3]:
+            ahead.opened(obj)
+            ahead.missed(obj)
+        await settle()
+        assert store.fetched == []
+        paused = False
+        for obj in dir_files[3:5]:
+            ahead.opened(obj)
+            ahead.missed(obj)
+        await settle()
+    # Opens while paused are not remembered (that would cost memory per open).
+    assert sorted(store.fetched) == sorted(o.key for o in dir_files[:3] + dir_files[5:])

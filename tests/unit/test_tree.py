@@ -159,3 +159,17 @@ def test_fast_list_builds_the_same_tree_as_lazy_listing() -> None:
     assert tree(eager) == lazy
     assert backend.list_calls == calls  # everything was loaded up front
     assert "bad/" in lazy and "m/n/" in lazy and "clash/" in lazy and "clash" not in lazy
+
+
+def test_a_relative_path_resolves_to_its_file_listing_only_what_is_on_the_way() -> None:
+    backend = FakeBackend({"pre/train/c0/a.jpg": b"1", "pre/train/c1/b.jpg": b"22",
+                           "pre/val/x.jpg": b"3", "pre/top.txt": b"4"})
+    ns = namespace(backend, prefix="pre/")
+    b = run(ns.resolve, "train/c1/b.jpg")
+    assert b is not None and (b.key, b.size) == ("pre/train/c1/b.jpg", 2)
+    calls = backend.list_calls
+    assert run(ns.resolve, "train/c1/b.jpg") == b  # its directory is known: no listing
+    assert run(ns.resolve, "top.txt").key == "pre/top.txt"
+    assert backend.list_calls == calls
+    for missing in ("train/c1/nope.jpg", "nope/a.jpg", "top.txt/a", "train/c0"):
+        assert run(ns.resolve, missing) is None
