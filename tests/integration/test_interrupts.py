@@ -129,7 +129,10 @@ def test_a_reader_blocked_on_a_blackholed_get_is_interrupted_and_killed_within_a
         conf = tmp_path / "rclone.conf"
         conf.write_text(store.rclone_section_through("remote", proxy.url))
         proxy.add(Rule(method="GET", path=re.escape(BLACKHOLED) + "$", hold=True))
-        with mounted(f"remote:{blackholed_container}", tmp_path / "mnt", conf) as mount:
+        # A deadline well past the signal's bound (the EIO cannot be mistaken for the
+        # signal's effect) that still ends the held GET soon after, for the unmount.
+        with mounted(f"remote:{blackholed_container}", tmp_path / "mnt", conf,
+                     "--timeout", "10s") as mount:
             reader = start_reader(mount.path / BLACKHOLED, 1 << 20, how)
             try:
                 wait_until(lambda: proxy.statuses("GET", BLACKHOLED), 10, "the GET")
