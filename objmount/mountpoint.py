@@ -57,15 +57,18 @@ def check_mountpoint(path: Path) -> Path:
 
 
 def is_dead_mount(path: Path) -> bool:
-    """True if a stat of the mount on `path` fails as a dead FUSE mount does (ENOTCONN).
+    """True if listing the mount on `path` fails as a dead FUSE mount does (ENOTCONN).
 
-    The stat runs in a daemon thread, waited for PROBE_S: a hung mount is never dead.
+    A listing, not a stat: the kernel answers a stat of the root from its attribute
+    cache (--attr-timeout) without asking the dead daemon. The probe runs in a daemon
+    thread, waited for PROBE_S: a hung mount is never dead.
     """
     found: list[int] = []
 
     def probe() -> None:
         try:
-            os.stat(path)
+            with os.scandir(path) as entries:
+                next(entries, None)
             found.append(0)
         except OSError as exc:
             found.append(exc.errno or 0)
