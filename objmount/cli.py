@@ -24,6 +24,7 @@ from objmount.errors import ConfigError, ObjmountError
 from objmount.etl.cli import etl_app
 from objmount.mountpoint import is_mounted, propagation_warning, unmount
 from objmount.options import ConfigOpt, LogFileOpt, VerboseOpt
+from objmount.supervisor import Supervisor
 from objmount.units import parse_duration_s
 
 log = logging.getLogger("objmount")
@@ -95,6 +96,14 @@ def mount_command(
     daemon_timeout: Annotated[
         str, typer.Option("--daemon-wait", help="With --daemon: how long to wait for the mount.")
     ] = "120s",
+    restart: Annotated[
+        int,
+        typer.Option(
+            "--restart", min=0,
+            help="Mount again after the serving process dies (killed, out of memory), at "
+            "most this many times, with backoff (1s doubling to 30s); the cache is kept.",
+        ),
+    ] = 0,
     uid: Annotated[
         int | None,
         typer.Option("--uid", help="Owner of every file. Default: your uid.", show_default=False),
@@ -144,14 +153,18 @@ def mount_command(
     retries: Annotated[
         int,
         typer.Option(
-            "--retries", min=0, help="Retries of a failed request (backoff 0.2s x4 each)."
+            "--retries", min=0, help="Retries of a failed request (backoff 0.2s x4 each), "
+            "within --timeout."
         ),
     ] = 3,
     contimeout: Annotated[
-        str, typer.Option("--contimeout", help="Connect timeout for each request.")
+        str, typer.Option("--contimeout", help="Connect timeout of each request; a connection "
+                          "bringing no data for half of it (or a body below 64 KiB per "
+                          "half of it) is given up as stalled, and retried.")
     ] = "10s",
     timeout: Annotated[
-        str, typer.Option("--timeout", help="Read timeout for each request (idle time).")
+        str, typer.Option("--timeout", help="Deadline of each file operation that needs the "
+                          "store (read, lookup, listing), retries included: EIO after it.")
     ] = "60s",
     cache_mode: cache_cli.CacheModeOpt = "full",
     cache_dir: cache_cli.CacheDirOpt = None,
@@ -188,7 +201,7 @@ def mount_command(
         config_path=_config_path(config),
         max_parallel=max_parallel,
         retries=retries,
-        timeouts=Timeouts(
+        timeouts=Timeouts.for_reads(
             connect_s=parse_duration_s(contimeout),
             read_s=parse_duration_s(timeout),
             pool_size=max_parallel,
@@ -202,12 +215,20 @@ def mount_command(
         typer.echo(f"objmount: warning: {warning}", err=True)  # the child, if any, logs it
     if daemon_mode:
         child_args = [a for a in _mount_argv() if a != "--daemon"]
-        pid = daemon.start_daemon(child_args, log_file, parse_duration_s(daemon_timeout))
+        pid = daemon.start_daemon(child_args, log_file, parse_duration_s(daemon_timeout),
+                                  on_note=lambda note: typer.echo(f"objmount: {note}", err=True))
         typer.echo(f"objmount: mounted {target} on {mountpoint} (pid {pid})", err=True)
         return
     resolved = parse_target(target, load_remotes(config), config)
     try:
-        run(resolved, options, on_ready=lambda: daemon.notify_parent(None))
+        if restart:
+            code = Supervisor(_without_option(_mount_argv(), "--restart"), restart,
+                              str(mountpoint.absolute()),
+                              on_ready=lambda: daemon.notify_parent(None),
+                              on_note=daemon.notify_note).run()
+            raise typer.Exit(code)
+        run(resolved, options, on_ready=lambda: daemon.notify_parent(None),
+            on_note=daemon.notify_note)
     except ObjmountError as exc:
         daemon.notify_parent(str(exc))
         raise
@@ -264,6 +285,20 @@ def _config_path(config: Path | None) -> Path | None:
 def _mount_argv() -> list[str]:
     """Return the command line as `mount ...` (the default-command form rewritten)."""
     return _with_default_command(sys.argv[1:])
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` without the option `name` and its value (`--name V` or `--name=V`)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(f"{name}="):
+            kept.append(arg)
+    return kept
 
 
 def _with_default_command(argv: list[str]) -> list[str]:

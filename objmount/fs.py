@@ -5,6 +5,13 @@ bytes from a readpath_base.ReadPath. Every exception becomes an errno in `_fuse_
 NotFound -> ENOENT, anything that would write -> EROFS, all else -> EIO (logged
 once), because any other exception escaping a handler would end the mount.
 
+Handlers that may wait on the store (lookup, opendir, read) run through
+inflight.InFlight (for a read, as the pid that opened the handle: pyfuse3 gives
+read no context): a deadline per request (EIO once it passes, whatever the
+retries), and EINTR at once when the caller has a signal pending (pyfuse3 never
+delivers FUSE_INTERRUPT: see inflight.py). open never waits: the GET of a small
+file it starts runs in the background, bounded by the runner's own deadline.
+
 Inodes are rows of the namespace's database, never reused and answering by
 number for the life of the mount, so lookup counts need no bookkeeping (forget
 is the base class's no-op: nothing per inode is held in memory). readdir pages
@@ -41,6 +48,7 @@ import trio
 from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
 from objmount.backends.runner import Runner
+from objmount.inflight import InFlight, Interrupted
 from objmount.namespace.tree import ROOT_INODE, Namespace, Node
 from objmount.pagecache import OpenMode, PageCacheVersions
 from objmount.readpath_base import ReadBytes, ReadHandle, ReadPath
@@ -64,6 +72,10 @@ BLKSIZE = 1 << 20
 # Entries read from the database per readdir query: more than a kernel buffer holds
 # (~194 entries on kernels >= 6.16), so one query usually answers one request.
 READDIR_ROWS = 256
+# A read that failed (EIO) fails the same way, at once, on its handle for this long:
+# when read-ahead fails, the kernel reads the same pages again at once, and that
+# second request would otherwise wait out the whole deadline (retries) a second time.
+FAILED_READ_S = 1.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -98,6 +110,9 @@ class _OpenFile:
     inode: int
     version: str
     mode: OpenMode
+    pid: int  # who opened it: whose signals abandon its reads (inflight.py)
+    failure: BackendError | None = None  # the last read's error, until failure_until
+    failure_until: float = 0.0
 
 
 def _fuse_error(exc: Exception) -> pyfuse3.FUSEError:
@@ -109,6 +124,9 @@ def _fuse_error(exc: Exception) -> pyfuse3.FUSEError:
         return pyfuse3.FUSEError(errno.ENOENT)
     if isinstance(exc, NotADirectoryError):
         return pyfuse3.FUSEError(errno.ENOTDIR)
+    if isinstance(exc, Interrupted):
+        log.debug("request abandoned: %s", exc)
+        return pyfuse3.FUSEError(errno.EINTR)
     if isinstance(exc, BackendError):
         logs.once(log, logging.ERROR, f"eio:{exc}", "I/O error: %s", exc)
     else:
@@ -130,6 +148,34 @@ def _errno(
     return wrapper
 
 
+def _store_request(
+    pid_of: Callable[["ReadOnlyOperations", tuple], int],
+) -> Callable[[Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]]],
+              Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]]]:
+    """For a handler that may wait on the store: run it under the mount's InFlight, for
+    the caller `pid_of(self, args)` (a deadline; abandoned when the caller is signalled)."""
+
+    def decorate(
+        method: Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]],
+    ) -> Callable[Concatenate["ReadOnlyOperations", P], Awaitable[T]]:
+        @functools.wraps(method)
+        async def wrapper(self: "ReadOnlyOperations", *args: P.args, **kwargs: P.kwargs) -> T:
+            return await self.in_flight.run(pid_of(self, args), method, self, *args)
+
+        return wrapper
+
+    return decorate
+
+
+def _caller(_self: "ReadOnlyOperations", args: tuple) -> int:
+    """The pid of a request whose last argument is its RequestContext (0: none given)."""
+    return _pid(args[-1])
+
+
+def _pid(ctx: pyfuse3.RequestContext | None) -> int:
+    return ctx.pid if ctx is not None else 0
+
+
 async def _read_only(*_args: object) -> None:
     raise pyfuse3.FUSEError(errno.EROFS)
 
@@ -147,10 +193,12 @@ class ReadOnlyOperations(pyfuse3.Operations):
         description: bytes | None = None,
         invalidate_inode: Callable[[int], None] = pyfuse3.invalidate_inode,
         invalidate_entry: Callable[[int, bytes], None] = pyfuse3.invalidate_entry,
+        in_flight: InFlight | None = None,
     ) -> None:
         """`description`: the root's MOUNT_XATTR (None: not served). `invalidate_inode`
         drops an inode's pages and attributes in the kernel, `invalidate_entry` a name of
-        a directory (both blocking; run by `serve`)."""
+        a directory (both blocking; run by `serve`). `in_flight`: the deadline and watch
+        of store requests (its `serve` runs beside; default: a 60 s deadline, no watch)."""
         super().__init__()
         self.namespace = namespace
         self.read_path = read_path
@@ -158,6 +206,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         self.description = description
         self.invalidate_inode = invalidate_inode
         self.invalidate_entry = invalidate_entry
+        self.in_flight = in_flight if in_flight is not None else InFlight(60.0)
         self.page_cache = PageCacheVersions()
         self._next_fh = 1
         self._files: dict[int, _OpenFile] = {}
@@ -170,7 +219,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         namespace.on_gone = lambda parent, name: self._stale.send_nowait(
             (parent, os.fsencode(name)))
         # One thread: invalidations are rare, and a blocked one must not hold more.
-        self._notifier = Runner(1, retries=0)
+        self._notifier = Runner(1, retries=0, abandon=False)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send the kernel the invalidations releases asked for, one at a time, until
@@ -225,6 +274,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         return entry
 
     @_errno
+    @_store_request(_caller)
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -236,6 +286,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         return self._attributes(self.namespace.get(inode))
 
     @_errno
+    @_store_request(_caller)
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         timeout_s = await self.namespace.opendir(inode)
         fh = self._new_fh()
@@ -300,12 +351,21 @@ class ReadOnlyOperations(pyfuse3.Operations):
             self.page_cache.released(inode, version, mode, version)
             raise
         fh = self._new_fh()
-        self._files[fh] = _OpenFile(handle, inode, version, mode)
+        self._files[fh] = _OpenFile(handle, inode, version, mode, _pid(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=mode.keep_cache, direct_io=mode.direct_io)
 
     @_errno
     async def read(self, fh: int, off: int, size: int) -> ReadBytes:
-        return await self._files[fh].handle.read(off, size)
+        file = self._files[fh]
+        if file.failure is not None:  # see FAILED_READ_S
+            if trio.current_time() < file.failure_until:
+                raise file.failure
+            file.failure = None
+        try:
+            return await self.in_flight.run(file.pid, file.handle.read, off, size)
+        except BackendError as exc:
+            file.failure, file.failure_until = exc, trio.current_time() + FAILED_READ_S
+            raise
 
     @_errno
     async def release(self, fh: int) -> None:
@@ -335,7 +395,8 @@ class ReadOnlyOperations(pyfuse3.Operations):
         if name == ETAG_XATTR and node.obj is not None:
             return node.obj.etag.encode()
         if name == STATS_XATTR and inode == ROOT_INODE:
-            return json.dumps(self.read_path.stats.as_dict()).encode()
+            return json.dumps({**self.read_path.stats.as_dict(),
+                               "interrupted_requests": self.in_flight.interrupted}).encode()
         if name == MOUNT_XATTR and inode == ROOT_INODE and self.description is not None:
             return self.description
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

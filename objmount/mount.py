@@ -7,7 +7,10 @@ control channel (controlserver.py, answered by mountcontrol.py) is served beside
 the FUSE session, its socket named in the root's xattr user.objmount.mount.
 Whatever ends the session (SIGINT, SIGTERM, SIGHUP, an external unmount, or a
 bug), the mountpoint is left unmounted, never "transport endpoint is not
-connected".
+connected". A dead mount left on the mountpoint by a killed process is cleared
+(lazily unmounted, with one log line) only then, just before the new session:
+its users see ENOTCONN until the mount is back, not an empty directory while
+the remote is checked.
 """
 
 import json
@@ -33,8 +36,15 @@ from objmount.control import VERSION as CONTROL_VERSION
 from objmount.controlserver import ControlServer, control_socket_path
 from objmount.fs import AttrSettings, ReadOnlyOperations
 from objmount.heap import release_large_buffers
+from objmount.inflight import InFlight
 from objmount.mountcontrol import MountControl
-from objmount.mountpoint import check_allow_other, check_mountpoint, raise_readahead, unmount
+from objmount.mountpoint import (
+    check_allow_other,
+    check_mountpoint,
+    clear_dead_mount,
+    raise_readahead,
+    unmount,
+)
 from objmount.namespace import snapshot
 from objmount.namespace.tree import Freshness, Namespace
 from objmount.readpath_base import DirectReadPath, ReadPath
@@ -88,8 +98,10 @@ def fuse_options(target: Target, options: MountOptions) -> set[str]:
     return opts
 
 
-def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> None:
-    """Mount `target` and serve it until unmounted; `on_ready` runs once the mount is live.
+def run(target: Target, options: MountOptions, on_ready: Callable[[], None],
+        on_note: Callable[[str], None] = lambda _text: None) -> None:
+    """Mount `target` and serve it until unmounted; `on_ready` runs once the mount is live,
+    `on_note` with a line worth showing the user before (a dead mount cleared).
 
     Raises ObjmountError (before mounting) for every check that fails.
     """
@@ -100,20 +112,21 @@ def run(target: Target, options: MountOptions, on_ready: Callable[[], None]) -> 
         check_cache_dir(options.cache.cache_dir)
     socket_path = control_socket_path()
     release_large_buffers()
-    trio.run(_serve, target, options, mountpoint, socket_path, on_ready)
+    trio.run(_serve, target, options, mountpoint, socket_path, on_ready, on_note)
 
 
 async def _serve(
     target: Target, options: MountOptions, mountpoint: Path, socket_path: Path,
-    on_ready: Callable[[], None],
+    on_ready: Callable[[], None], on_note: Callable[[str], None],
 ) -> None:
     backend = open_backend(target, options.timeouts)
-    runner = Runner(options.max_parallel, options.retries)
+    runner = Runner(options.max_parallel, options.retries,
+                    deadline_s=options.timeouts.read_s)
     await runner.call_once(backend.check, target.prefix)
     namespace = await _open_namespace(target, backend, runner, options)
     try:
         await _serve_namespace(target, backend, runner, options, mountpoint, socket_path,
-                               on_ready, namespace)
+                               on_ready, on_note, namespace)
     except BaseException:
         with trio.CancelScope(shield=True):
             await namespace.writer.call_once(snapshot.discard, namespace.db)
@@ -153,7 +166,8 @@ async def _open_namespace(target: Target, backend: Backend, runner: Runner,
 
 async def _serve_namespace(
     target: Target, backend: Backend, runner: Runner, options: MountOptions,
-    mountpoint: Path, socket_path: Path, on_ready: Callable[[], None], namespace: Namespace,
+    mountpoint: Path, socket_path: Path, on_ready: Callable[[], None],
+    on_note: Callable[[str], None], namespace: Namespace,
 ) -> None:
     attrs = AttrSettings(
         uid=options.uid,
@@ -164,9 +178,17 @@ async def _serve_namespace(
         mount_time_ns=time.time_ns(),
     )
     read_path = await _open_read_path(target, backend, runner, options, namespace)
+    in_flight = InFlight(options.timeouts.read_s)
     control = ControlServer(socket_path, MountControl(read_path).handlers)
     operations = ReadOnlyOperations(namespace, read_path, attrs,
-                                    _description(target, options, socket_path))
+                                    _description(target, options, socket_path),
+                                    in_flight=in_flight)
+    if clear_dead_mount(mountpoint):
+        note = (f"{mountpoint} was a dead mount (Transport endpoint is not connected: its "
+                "objmount process was killed): unmounted it lazily")
+        log.warning("%s", note)
+        on_note(note)
+        check_mountpoint(mountpoint)
     # Signals are received from before the mount exists: a SIGTERM sent as soon as the
     # mountpoint shows up in mountinfo must unmount, not kill the process mid-mount.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -176,6 +198,7 @@ async def _serve_namespace(
             async with trio.open_nursery() as nursery:
                 serving = trio.Event()
                 nursery.start_soon(_terminate_on_signal, signals, serving)
+                await nursery.start(in_flight.serve)
                 await nursery.start(read_path.serve)
                 await nursery.start(control.serve)
                 await nursery.start(namespace.serve)

@@ -2,25 +2,44 @@
 
 These run before any FUSE session exists, so their errors are one-line
 MountpointErrors with the fix in them.
+
+A dead mount (its FUSE daemon is gone: a crash, an OOM kill, SIGKILL; every
+access fails with "Transport endpoint is not connected") is not in the way: it
+is accepted by `check_mountpoint` and removed by `clear_dead_mount` (a lazy
+unmount: processes still inside it keep their dead files) just before the new
+mount, so its users see ENOTCONN only until then.
 """
 
 import contextlib
+import errno
+import os
 import re
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from objmount.errors import MountpointError
 
 FUSE_CONF = Path("/etc/fuse.conf")
+# How long a stat of a mounted mountpoint may take while telling a dead mount (which
+# answers ENOTCONN at once, in the kernel) from a live one (which answers within
+# milliseconds); a mount still silent after this is live but hung, and left alone.
+PROBE_S = 2.0
+_DEAD_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
 
 
 def check_mountpoint(path: Path) -> Path:
-    """Return the absolute mountpoint, or raise MountpointError saying why it cannot be used."""
+    """Return the absolute mountpoint, or raise MountpointError saying why it cannot be used.
+
+    A dead mount on it is accepted (see the module docstring); a live one is not.
+    """
     path = path.absolute()
     # Before any stat: stat'ing a hung FUSE mount would hang us too.
     if is_mounted(path):
+        if is_dead_mount(path):
+            return path
         raise MountpointError(
             f"mountpoint {path} is already a mount point (unmount it first: objmount umount {path})"
         )
@@ -35,6 +54,43 @@ def check_mountpoint(path: Path) -> Path:
     if not stat.S_ISDIR(info.st_mode):
         raise MountpointError(f"mountpoint {path} is not a directory")
     return path
+
+
+def is_dead_mount(path: Path) -> bool:
+    """True if listing the mount on `path` fails as a dead FUSE mount does (ENOTCONN).
+
+    A listing, not a stat: the kernel answers a stat of the root from its attribute
+    cache (--attr-timeout) without asking the dead daemon. The probe runs in a daemon
+    thread, waited for PROBE_S: a hung mount is never dead.
+    """
+    found: list[int] = []
+
+    def probe() -> None:
+        try:
+            with os.scandir(path) as entries:
+                next(entries, None)
+            found.append(0)
+        except OSError as exc:
+            found.append(exc.errno or 0)
+
+    thread = threading.Thread(target=probe, name="objmount-probe", daemon=True)
+    thread.start()
+    thread.join(PROBE_S)
+    return bool(found) and found[0] in _DEAD_ERRNOS
+
+
+def clear_dead_mount(path: Path) -> bool:
+    """Lazily unmount a dead mount on `path`; return True if there was one.
+
+    Raises MountpointError if it cannot be unmounted (fusermount3's reason in it).
+    """
+    if not (is_mounted(path) and is_dead_mount(path)):
+        return False
+    result = unmount(path, lazy=True)
+    if result.returncode != 0 and is_mounted(path):
+        raise MountpointError(f"mountpoint {path} is a dead mount (its objmount process is "
+                              f"gone) and cannot be unmounted: {result.stderr.strip()}")
+    return True
 
 
 def is_mounted(path: Path) -> bool:

@@ -7,14 +7,48 @@ from objmount.backends.base import Backend
 from objmount.config import Remote, Target
 from objmount.errors import ConfigError
 
+# The stall rule of a mount's connections (set by `Timeouts.for_reads`): a connection
+# that brings no byte for stall_s, or in a body fewer than LOW_SPEED_BYTES in a window
+# of stall_s, is given up (the attempt fails, transient) and the pool's idle connections
+# are discarded with it. stall_s = --contimeout / STALL_DIVISOR: 5 s by default.
+# - It must leave the request's deadline (--timeout, 60 s) room for every retry:
+#   4 attempts of 5 s plus backoff take 25 s.
+# - It bounds the recovery after an outage: the first read after the store's return
+#   waits at most one stall window on a connection that died with the outage, then
+#   reconnects; with N = 1 (10 s) that alone would exceed the 10 s target.
+# - A healthy store is far from it: its first byte comes within milliseconds to a
+#   second, and a connect that took --contimeout would have failed anyway, so half of
+#   it without one byte is not a live transfer. (Swift's proxy gives up on an object
+#   server after its node_timeout, 10 s by default, and tries another: a request stuck
+#   that long is retried here a little earlier, on a new connection.)
+# LOW_SPEED_BYTES per window: 64 KiB in 5 s is 13 KB/s, a hundredth of the slowest
+# link worth reading a data set over; a body trickling below it is a stalled store.
+STALL_DIVISOR = 2
+LOW_SPEED_BYTES = 64 << 10
+
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Network bounds shared by every backend, and the HTTP connection pool size."""
+    """Network bounds shared by every backend, and the HTTP connection pool size.
+
+    `read_s` is the socket's idle timeout where `stall_s` is None (writes: the ETL),
+    else the deadline of a whole request, and `stall_s` the idle timeout (reads).
+    """
 
     connect_s: float = 10.0
     read_s: float = 60.0
     pool_size: int = 16
+    stall_s: float | None = None
+
+    @classmethod
+    def for_reads(cls, connect_s: float, read_s: float, pool_size: int) -> "Timeouts":
+        """The bounds of a mount or a warm-up: the stall rule on, from `connect_s`."""
+        return cls(connect_s, read_s, pool_size, stall_s=connect_s / STALL_DIVISOR)
+
+    @property
+    def idle_s(self) -> float:
+        """How long a socket may bring no byte before its request fails."""
+        return self.read_s if self.stall_s is None else self.stall_s
 
 
 def _s3(remote: Remote, container: str, timeouts: Timeouts) -> Backend:

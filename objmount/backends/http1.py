@@ -26,7 +26,8 @@ Invariants (RFC 9112):
 - a body upload cut by the server (broken pipe, reset) still returns the answer
   the server sent before closing, if it sent one (its error says why);
 - time is bounded: connect within `connect_s`, then every wait for the socket
-  (send or receive) within `read_s`.
+  (send or receive) within `read_s`; a slower body is for the caller's `watch`
+  (told every receive) to cut short.
 
 Errors: ConnectFailed (no connection could be made), TLSFailed (no TLS session),
 TimeoutError (no progress for read_s), ProtocolError (not an HTTP/1.x answer),
@@ -42,7 +43,7 @@ import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -59,6 +60,8 @@ _FIELD = re.compile(r"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*\r?$", re
 # Header names joined by "\x01": all tokens.
 _TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\x01[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Told the size of each receive of a body (http_get.py's low-speed rule); may raise.
+Watch = Callable[[int], None]
 
 
 class ConnectFailed(OSError):
@@ -139,9 +142,9 @@ class Connection:
             if not self.fill():
                 raise IncompleteBody("the connection closed within a line")
 
-    def read_into(self, view: memoryview) -> int:
+    def read_into(self, view: memoryview, watch: Watch | None = None) -> int:
         """Fill `view` from the buffer, then the socket; return the bytes got (fewer only
-        if the stream ended)."""
+        if the stream ended). `watch` is told every receive's size (it may raise)."""
         got = min(self.buffered, len(view))
         if got:
             view[:got] = memoryview(self.buffer)[self.pos:self.pos + got]
@@ -152,6 +155,8 @@ class Connection:
             if n == 0:
                 break
             got += n
+            if watch is not None:
+                watch(n)
         return got
 
     def idle_and_open(self) -> bool:
@@ -202,18 +207,19 @@ class Answer:
     def complete(self) -> bool:
         return self._ended or self.length_remaining == 0
 
-    def read(self, length: int) -> bytes:
+    def read(self, length: int, watch: Watch | None = None) -> bytes:
         """Return exactly the next `length` bytes of the body (fewer if it ends first:
-        only where its frame says it ends); raise IncompleteBody if it is cut short."""
+        only where its frame says it ends); raise IncompleteBody if it is cut short.
+        `watch` is told the size of every receive from the socket (and may raise)."""
         if length <= 0 or self.complete:
             return b""
         conn = self._live()
         if self._chunked:
-            return self._read_chunked(conn, length)
+            return self._read_chunked(conn, length, watch)
         if self.length_remaining is not None:
             length = min(length, self.length_remaining)
         out = bytearray(length)
-        got = conn.read_into(memoryview(out))
+        got = conn.read_into(memoryview(out), watch)
         if self.length_remaining is not None:
             self.length_remaining -= got
             if got < length:
@@ -261,7 +267,7 @@ class Answer:
             raise ProtocolError("the answer was already released")
         return self._conn
 
-    def _read_chunked(self, conn: Connection, length: int) -> bytes:
+    def _read_chunked(self, conn: Connection, length: int, watch: Watch | None) -> bytes:
         parts = []
         want = length
         while want and not self._ended:
@@ -278,7 +284,7 @@ class Answer:
                     break
             take = min(want, self._chunk_left)
             out = bytearray(take)
-            got = conn.read_into(memoryview(out))
+            got = conn.read_into(memoryview(out), watch)
             if got < take:
                 raise IncompleteBody("the connection closed within a chunk")
             parts.append(bytes(out))

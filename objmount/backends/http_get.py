@@ -22,13 +22,22 @@ Invariants:
 
 Time is bounded in one place each: `Timeouts` become http1.Pool's connect and
 read (idle) timeouts in `PooledHTTP.__init__`; every request goes out through
-`send`; every body comes in through `_read_exactly` (one read into one buffer).
-A low-speed rule (too few bytes per interval) belongs in http1.Connection.
+`send`; every body comes in through `_read_exactly` (one read into one buffer,
+watched receive by receive). With the stall rule on (`Timeouts.stall_s`, see
+backends/__init__.py) a socket that brings no byte for stall_s fails (the idle
+timeout), and so does a body that brings fewer than LOW_SPEED_BYTES in a window
+of stall_s (checked as bytes arrive: a trickle is caught within two windows).
+A read whose runner attempt was abandoned (deadline.abandoned) stops at the next
+receive. Every transport failure (a stall, a reset, a body cut short, a refused
+or timed-out connect) discards the pool's idle connections: they lead to the
+same host, and after an outage they are dead without knowing it, so the first
+request after the store's return would otherwise wait out a stall on each of them.
 """
 
 import contextlib
 import errno
 import re
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -36,8 +45,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from objmount import __version__
-from objmount.backends import Timeouts, http1
+from objmount.backends import LOW_SPEED_BYTES, Timeouts, http1
 from objmount.backends.base import BackendError, ETagMismatch, Unreachable
+from objmount.backends.deadline import abandoned
 
 # Bytes skipped per read when a 200 answers a ranged GET (the part before the range).
 CHUNK_BYTES = 1 << 20
@@ -106,7 +116,7 @@ class PooledHTTP:
         """`send_block_bytes`: bytes per socket write of a request body read from a file."""
         self.service = service
         self.timeouts = timeouts
-        self.pool = http1.Pool(timeouts.connect_s, timeouts.read_s, timeouts.pool_size,
+        self.pool = http1.Pool(timeouts.connect_s, timeouts.idle_s, timeouts.pool_size,
                                ca_certs=ca_certs, send_block_bytes=send_block_bytes)
 
     def send(self, method: str, url: str, headers: Mapping[str, str], what: str,
@@ -176,13 +186,19 @@ class PooledHTTP:
         response.close()
 
     def _read_exactly(self, response: http1.Answer, length: int, what: str) -> bytes:
-        """Read exactly `length` bytes of the body; fewer is a transient BackendError."""
+        """Read exactly `length` bytes of the body, under the stall rule; fewer, or too
+        slowly, is a transient BackendError."""
         with self._transport_errors(what, ""):
-            data = response.read(length)
+            data = response.read(length, _LowSpeed(self, what))
         if len(data) != length:
-            raise BackendError(f"{what}: the connection closed after {len(data)} of "
-                               f"{length} bytes", transient=True)
+            raise self._broken(f"{what}: the connection closed after {len(data)} of "
+                               f"{length} bytes")
         return data
+
+    def _broken(self, message: str) -> BackendError:
+        """The transient error of a transport failure, once the idle connections are gone."""
+        self.pool.close()
+        return BackendError(message, transient=True)
 
     def _discard(self, response: http1.Answer, length: int, what: str) -> None:
         """Read and drop `length` bytes of the body (the part of a 200 before the range)."""
@@ -195,21 +211,21 @@ class PooledHTTP:
         try:
             yield
         except http1.ConnectFailed as exc:
+            self.pool.close()
             reason = (f"no answer to connect within {self.timeouts.connect_s:g}s"
                       if exc.errno == errno.ETIMEDOUT else short_reason(exc))
             raise Unreachable(f"cannot reach {self._where(url)}: {reason}") from None
         except http1.TLSFailed as exc:
             raise BackendError(f"cannot reach {self._where(url)}: TLS: {exc.strerror}") from None
         except TimeoutError:
-            raise BackendError(f"{what}: no data from {self._where(url)} for "
-                               f"{self.timeouts.read_s:g}s (read timeout)",
-                               transient=True) from None
+            raise self._broken(f"{what}: no data from {self._where(url)} for "
+                               f"{self.timeouts.idle_s:g}s (stalled)") from None
         except http1.IncompleteBody as exc:
-            raise BackendError(f"{what}: connection to {self._where(url)} broken ({exc})",
-                               transient=True) from None
+            raise self._broken(f"{what}: connection to {self._where(url)} broken "
+                               f"({exc})") from None
         except (http1.ProtocolError, OSError) as exc:  # reset, broken pipe, TLS after the
-            raise BackendError(f"{what}: connection to {self._where(url)} broken "  # handshake
-                               f"({short_reason(exc)})", transient=True) from None
+            raise self._broken(f"{what}: connection to {self._where(url)} broken "  # handshake
+                               f"({short_reason(exc)})") from None
         except ValueError as exc:  # a request that cannot be written (a CR in a header)
             raise BackendError(f"{what}: cannot send the request ({exc})") from None
 
@@ -218,6 +234,33 @@ class PooledHTTP:
         parts = urllib.parse.urlsplit(url)
         return f"{self.service} at {parts.scheme}://{parts.netloc}" if parts.netloc \
             else self.service
+
+
+class _LowSpeed:
+    """The watch of one body read (http1.Watch): fewer than LOW_SPEED_BYTES in a window
+    of stall_s, or an abandoned attempt, ends it with a transient BackendError."""
+
+    def __init__(self, http: PooledHTTP, what: str) -> None:
+        self.http = http
+        self.what = what
+        self.stall_s = http.timeouts.stall_s
+        self.window_start = time.monotonic()
+        self.window_bytes = 0
+
+    def __call__(self, received: int) -> None:
+        if abandoned():
+            raise BackendError(f"{self.what}: abandoned (deadline or interrupt)")
+        if self.stall_s is None:
+            return
+        self.window_bytes += received
+        now = time.monotonic()
+        if now - self.window_start >= self.stall_s:
+            if self.window_bytes < LOW_SPEED_BYTES:
+                raise self.http._broken(
+                    f"{self.what}: stalled: {self.window_bytes} bytes in "
+                    f"{now - self.window_start:.1f}s from {self.http.service} (fewer than "
+                    f"{LOW_SPEED_BYTES} per {self.stall_s:g}s)")
+            self.window_start, self.window_bytes = now, 0
 
 
 def part_of_answer(status: int, headers: Mapping[str, str], length: int | None, start: int,

@@ -106,7 +106,7 @@ class S3Backend:
         config = Config(
             region_name=self.region,
             connect_timeout=timeouts.connect_s,
-            read_timeout=timeouts.read_s,
+            read_timeout=timeouts.idle_s,
             retries={"total_max_attempts": 1},
             max_pool_connections=timeouts.pool_size,
             # rclone's default (force_path_style): custom endpoints rarely do virtual hosts.
@@ -332,10 +332,12 @@ class S3Backend:
             return fn()
         except botocore.exceptions.ClientError as exc:
             raise self._translate(exc, what, key) from None
+        # A transport failure discards boto3's idle connections too (see http_get.py).
         except (
             botocore.exceptions.EndpointConnectionError,
             botocore.exceptions.ConnectTimeoutError,
         ) as exc:
+            self.client.close()
             raise Unreachable(f"cannot reach {self.endpoint or 'S3'}: {_reason(exc)}") from None
         except (
             botocore.exceptions.ReadTimeoutError,
@@ -343,6 +345,7 @@ class S3Backend:
             botocore.exceptions.ConnectionClosedError,
             botocore.exceptions.IncompleteReadError,
         ) as exc:
+            self.client.close()
             raise BackendError(f"{what}: {exc}", transient=True) from None
         except botocore.exceptions.NoCredentialsError:
             raise AuthFailed(

@@ -154,12 +154,15 @@ class SwiftBackend:
             self.session = ksa_session.Session(auth=self.auth.plugin(), app_name="objmount")
             # Session(timeout=) takes one float, which would also bound connects by
             # the read timeout; requests takes a (connect, read) pair.
-            self.session.timeout = (timeouts.connect_s, timeouts.read_s)
+            self.session.timeout = (timeouts.connect_s, timeouts.idle_s)
         self._storage_url = self.auth.storage_url
         self._initial_token = self.auth.auth_token
         self._authenticated = False  # once a request succeeded, a refusal means revoked
         self._lock = threading.Lock()
         self._local = threading.local()
+        # Bumped by a transport failure: every thread's swiftclient connection made before
+        # is dropped before its next request (after an outage they are all dead).
+        self._connections_made_at = 0
         # The lean GETs' pool and token (see the module docstring); None: not yet fetched.
         self.http = PooledHTTP(timeouts, "Swift", ca_certs=_ca_bundle())
         self._token: str | None = None
@@ -361,7 +364,7 @@ class SwiftBackend:
         a = self.auth
         return swiftclient.client.get_auth(
             a.auth_url, a.params["user"], a.params["key"], auth_version="1",
-            timeout=(self.timeouts.connect_s, self.timeouts.read_s))
+            timeout=(self.timeouts.connect_s, self.timeouts.idle_s))
 
     def _renew_lean_token(self, refused: str) -> bool:
         """After a 401 with `refused`: make the next `_lean_auth` fetch a new token; False
@@ -487,11 +490,25 @@ class SwiftBackend:
     # Requests, tokens and errors.
 
     def _connection(self) -> _Connection:
-        """This thread's connection, made on first use (the catalog is read once)."""
+        """This thread's connection, made on first use (the catalog is read once), and
+        again after a transport failure of any thread."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.made_at != self._connections_made_at:
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
         if conn is None:
+            self._local.made_at = self._connections_made_at
             conn = self._local.conn = self._new_connection()
         return conn
+
+    def _discard_connections(self) -> None:
+        """After a transport failure: every idle connection to the store or Keystone goes
+        (see http_get.py for why)."""
+        self._local.conn = None
+        self._connections_made_at += 1
+        if self.session is not None:
+            self.session.session.close()  # its pool to Keystone; made again on demand
 
     def _new_connection(self) -> _Connection:
         a = self.auth
@@ -499,7 +516,7 @@ class SwiftBackend:
             "retries": 0,
             "starting_backoff": 0,  # swiftclient sleeps this long before re-authenticating
             "retry_on_ratelimit": False,
-            "timeout": (self.timeouts.connect_s, self.timeouts.read_s),
+            "timeout": (self.timeouts.connect_s, self.timeouts.idle_s),
             "preauthtoken": self._initial_token,
         }
         if a.method == TOKEN:
@@ -596,9 +613,11 @@ class SwiftBackend:
             raise self._status_error(exc.http_status, exc.http_reason, str(exc.msg), what,
                                      key) from None
         except ksa.ClientException as exc:
+            if isinstance(exc, ksa.ConnectionError):  # refused, reset, timed out
+                self._discard_connections()
             raise self._translate_keystone(exc) from None
         except requests.exceptions.RequestException as exc:
-            self._local.conn = None
+            self._discard_connections()
             if isinstance(exc, requests.exceptions.ConnectTimeout):
                 raise Unreachable(f"cannot reach Swift at {self._where()}: no answer to "
                                   f"connect within {self.timeouts.connect_s:g}s") from None
@@ -607,7 +626,7 @@ class SwiftBackend:
                                   f"{short_reason(exc)}") from None
             raise BackendError(f"{what}: {short_reason(exc)}", transient=True) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            self._local.conn = None
+            self._discard_connections()
             raise BackendError(f"{what}: {short_reason(exc)}", transient=True) from None
 
     def _where(self) -> str:
@@ -655,9 +674,9 @@ class SwiftBackend:
         """Errors of Keystone itself: authentication, catalog, connection."""
         a = self.auth
         remote = f"remote {self.remote_name!r}"
-        if isinstance(exc, ksa.ConnectTimeout):
-            return Unreachable(f"cannot reach Keystone at {a.auth_url}: no answer to connect "
-                               f"within {self.timeouts.connect_s:g}s")
+        if isinstance(exc, ksa.ConnectTimeout):  # keystoneauth's name for any timeout
+            return Unreachable(f"cannot reach Keystone at {a.auth_url}: timed out (connect "
+                               f"{self.timeouts.connect_s:g}s, reply {self.timeouts.idle_s:g}s)")
         if isinstance(exc, ksa.ConnectionError):
             return Unreachable(f"cannot reach Keystone at {a.auth_url}: {short_reason(exc)}")
         if isinstance(exc, ksa.Unauthorized):

@@ -17,9 +17,9 @@ Invariants:
   jobs in progress outnumber its threads. Threads are daemons kept for the
   life of the process, blocked on the queue when idle: their number is the
   peak of calls at once, which the limiters bound;
-- like trio.to_thread.run_sync without abandon_on_cancel: a caller cancelled
-  before it holds a token raises Cancelled and runs nothing; once its job is
-  queued it waits for the outcome (a thread cannot be interrupted);
+- like trio.to_thread.run_sync: a caller cancelled before it holds a token
+  raises Cancelled and runs nothing; once its job is queued it waits for the
+  outcome (a thread cannot be interrupted), unless it asked to `abandon` it;
 - `fn`'s exception (any BaseException) is raised in the caller.
 """
 
@@ -98,28 +98,44 @@ async def _acquire(limiter: Limiter, borrower: object) -> None:
     await limiter.acquire_on_behalf_of(borrower)
 
 
-async def run_sync(fn: Callable[[], T], limiter: Limiter) -> T:
+async def run_sync(fn: Callable[[], T], limiter: Limiter, abandon: bool = False) -> T:
     """Run `fn()` in a worker thread under `limiter`; return its result or raise its error.
 
     Blocks (the calling task) until a token of `limiter` is free and `fn` has run.
-    Raises trio.Cancelled only before `fn` is queued.
+    Raises trio.Cancelled before `fn` is queued; after, only with `abandon`: the
+    caller then returns at once, and the thread, left to finish, keeps its token
+    until it does (so abandoned threads stay bounded by the limiter).
     """
     borrower = object()
     await _acquire(limiter, borrower)
+    abandoned = False
     try:
         task = trio.lowlevel.current_task()
         token = trio.lowlevel.current_trio_token()
+
+        def deliver(result: outcome.Outcome[T]) -> None:  # on the trio thread
+            if abandoned:
+                limiter.release_on_behalf_of(borrower)
+            else:
+                trio.lowlevel.reschedule(task, result)
 
         def job() -> None:
             result = outcome.capture(fn)
             _POOL.finished()
             # RunFinishedError: the run was torn down under us (nobody waits any more).
             with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+                token.run_sync_soon(deliver, result)
+
+        def abort(_raise_cancel: object) -> trio.lowlevel.Abort:  # on the trio thread
+            nonlocal abandoned
+            if not abandon:
+                return trio.lowlevel.Abort.FAILED
+            abandoned = True
+            return trio.lowlevel.Abort.SUCCEEDED
 
         _POOL.submit(job)
         # Unwrapped by trio: the result, or fn's exception raised here.
-        return await trio.lowlevel.wait_task_rescheduled(
-            lambda _raise_cancel: trio.lowlevel.Abort.FAILED)
+        return await trio.lowlevel.wait_task_rescheduled(abort)
     finally:
-        limiter.release_on_behalf_of(borrower)
+        if not abandoned:
+            limiter.release_on_behalf_of(borrower)

@@ -180,7 +180,7 @@ class CachedReadPath:
         self.store = store
         self.source = source
         self.options = options
-        self.disk_runner = disk_runner or Runner(DISK_THREADS, retries=0)
+        self.disk_runner = disk_runner or Runner(DISK_THREADS, retries=0, abandon=False)
         self.budget = MemoryBudget(options.max_buffer_memory_bytes)
         self.hot = HotTier(self.budget, min(options.cache_mem_bytes,
                                             options.max_buffer_memory_bytes))
@@ -725,7 +725,7 @@ async def open_cached_read_path(
     Raises ConfigError if the cache directory cannot be used; a full disk only
     warns, and the mount reads uncached.
     """
-    disk_runner = Runner(DISK_THREADS, retries=0)
+    disk_runner = Runner(DISK_THREADS, retries=0, abandon=False)
     policy = ResidentSetPolicy(options.max_size_bytes, on_change=_log_policy_change)
     store = await disk_runner.call_once(open_store, options.cache_dir, options.max_size_bytes,
                                         policy)

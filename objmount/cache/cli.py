@@ -190,7 +190,9 @@ def warm_command(
         limit = min(limit, _size("--max-size", max_size))
     resolved = parse_target(target, load_remotes(config), config)
     only_key = None if file_name is None else resolved.prefix + file_name
-    backend = open_backend(resolved, Timeouts(pool_size=max_parallel))
+    defaults = Timeouts()
+    backend = open_backend(resolved, Timeouts.for_reads(defaults.connect_s, defaults.read_s,
+                                                        max_parallel))
     store = open_store(options.cache_dir, options.max_size_bytes)
     if store is None:
         raise ObjmountError(f"the cache disk is full ({options.cache_dir}): nothing to warm")
@@ -207,7 +209,8 @@ def warm_command(
         trio.run(lambda: warm(
             backend, store, source_for(resolved), resolved.prefix,
             block_size=options.block_size_bytes, max_bytes=limit,
-            runner=Runner(max_parallel, retries), disk_runner=Runner(DISK_THREADS, retries=0),
+            runner=Runner(max_parallel, retries, deadline_s=defaults.read_s),
+            disk_runner=Runner(DISK_THREADS, retries=0, abandon=False),
             progress=progress, on_progress=bar.update, only_key=only_key,
         ))
     finally:

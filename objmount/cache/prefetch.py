@@ -27,6 +27,8 @@ from typing import Protocol
 
 import trio
 
+from objmount.backends.base import BackendError
+from objmount.backends.deadline import DeadlineExceeded
 from objmount.cache.memory import MemoryBudget
 from objmount.readpath_base import ReadBytes
 
@@ -118,7 +120,9 @@ class Prefetcher:
     async def read(self, offset: int, size: int) -> ReadBytes:
         """Return up to `size` bytes at `offset` (fewer only at the end of the object).
 
-        Raises what the source raises, once a ranged retry also failed.
+        Raises the store's error of a failed read-ahead at once (the runner retried it);
+        after any other failure (a deadline of another read included), a ranged read
+        tries once more, and raises what the source raises.
         """
         end = min(offset + size, self.size_bytes)
         if end <= offset:
@@ -215,9 +219,14 @@ class Prefetcher:
                 if (lo, hi) == (0, len(slot.data)):
                     return slot.data
                 return memoryview(slot.data)[lo:hi]
-            # The read-ahead failed: drop it, and let a ranged read retry or raise.
+            # The read-ahead failed: drop it. The store's error is final (the runner
+            # retried it already); a deadline was the one of the read that started
+            # it, so a ranged read tries again within this read's own.
             if self._slots.get(index) is slot:
                 self._release(lambda i: i == index)
+            if isinstance(slot.error, BackendError) \
+                    and not isinstance(slot.error, DeadlineExceeded):
+                raise slot.error
         return await self.source.read_block(index, lo, hi)
 
     def _release(self, which: Callable[[int], bool]) -> None:

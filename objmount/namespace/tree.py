@@ -173,7 +173,7 @@ class Namespace:
         self.cache_dir = cache_dir
         self.inherited = inherited
         # One thread writes the database: listings apply in order, readers never wait.
-        self.writer = Runner(1, retries=0)
+        self.writer = Runner(1, retries=0, abandon=False)
         self.on_gone: Callable[[int, str], None] = lambda parent, name: None
         self.started = self.clock()
         if list_ahead_parallel is None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import bounds, fault_kit
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
 from tests.servers.fault_proxy import FaultProxy
@@ -59,6 +60,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
         for stack in stacks.values():
             report.sections.append(("Swift stack logs", stack.log_tail(20)))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The times the fault suite measured (tests/integration/bounds.py), as a table."""
+    lines = bounds.summary()
+    if lines:
+        terminalreporter.section("measured times (bounds asserted)")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -130,8 +140,9 @@ def big_directory(store: TestStore) -> set[str]:
 
 @pytest.fixture
 def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
-    """A relay in front of the store's object requests (it records every exchange), and an
-    rclone.conf whose remote `remote` goes through it."""
+    """A FaultProxy in front of the store's object and listing requests (tests/servers/
+    fault_proxy.py; it records every exchange), and an rclone.conf whose remote `remote`
+    goes through it."""
     with FaultProxy(store.data_port) as proxy:
         conf = tmp_path / "relayed.conf"
         conf.write_text(store.rclone_section_through("remote", proxy.url))
@@ -145,3 +156,28 @@ def mount(
     """The `dataset` container mounted read-only; unmounted after the test, whatever happens."""
     with mounted("remote:dataset", tmp_path / "mnt", config) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def fault_data(store: TestStore) -> dict[str, bytes]:
+    """Container `faults` of the fault suite (fault_kit.FILES), key -> content."""
+    objects = {key: data(f"faults-{key}", size) for key, size in fault_kit.FILES.items()}
+    store.create_container(fault_kit.CONTAINER)
+    put_many(store, fault_kit.CONTAINER, objects)
+    return objects
+
+
+# Keystone's token lifetime in the second stack (the main one's: 1 h).
+TOKEN_LIFETIME_S = 6
+
+
+@pytest.fixture(scope="session")
+def short_token_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftStack]:
+    """A second stack whose tokens expire after TOKEN_LIFETIME_S (the main one: 1 h)."""
+    with SwiftStack(tmp_path_factory.mktemp("short-tokens"),
+                    token_expiration_s=TOKEN_LIFETIME_S) as stack:
+        swift = SwiftStore(stack)  # (shared by test_swift.py and test_faults_auth.py)
+        swift.create_container("tokens")
+        for i in range(3):
+            swift.put("tokens", f"f{i}.bin", data(f"token-{i}", MiB + i))
+        yield stack

@@ -13,7 +13,6 @@ import errno
 import gzip
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,15 +83,6 @@ def relayed_objects(store: TestStore) -> dict[str, bytes]:
     store.create_container("relayed")
     put_many(store, "relayed", objects)
     return objects
-
-
-@pytest.fixture
-def relay(store: TestStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, Path]]:
-    """A FaultProxy in front of the store's object requests, and an rclone.conf through it."""
-    with FaultProxy(store.data_port) as proxy:
-        conf = tmp_path / "rclone.conf"
-        conf.write_text(store.rclone_section_through("remote", proxy.url))
-        yield proxy, conf
 
 
 def ranged_gets_of(store: TestStore, key: str, ranges: str = "bytes=", **fault: object) -> Rule:

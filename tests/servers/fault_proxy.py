@@ -7,15 +7,21 @@ proxy's rules, in order; the first Rule that matches (and has uses left) says
 what goes wrong for it:
 
 - before the upstream is asked: `delay_s` (hold the request back), `hold`
-  (never answer: a blackhole, until the relay stops), `close` (drop the
+  (never answer: a blackhole; the connection stays silent until the relay stops,
+  also once the rule is removed, as a flow a dead NAT dropped), `close` (drop the
   connection without an answer), `forward=False` (answer from the rule alone,
   e.g. a 503 storm);
 - in the answer: `status`, `set_headers` (None removes a header), `body` (bytes,
   or a function of the upstream body: the relay fixes the framing, Content-Length,
   and nothing else);
-- while the body is sent: `rate_bytes_per_s` (a trickle), `cut_after` (send that
-  many body bytes, then close, the announced length unchanged: a truncated body),
-  `reset` (with `cut_after` or `close`: a TCP reset instead of a clean close).
+- while the body is sent: `rate_bytes_per_s` (a trickle: pieces of a tenth of a
+  second's worth, evenly spaced), `cut_after` (send that many body bytes, then
+  close, the announced length unchanged: a truncated body), `reset` (with
+  `cut_after` or `close`: a TCP reset instead of a clean close).
+
+Rules can be removed (`remove`: the fault ends). `refuse()` closes the listening
+socket (connections are refused: a server down) until `accept()`; `connections`
+counts the connections accepted.
 
 Every request is recorded in `exchanges` (method, target, request headers, the
 status sent, and the rule that applied), so tests assert what the client asked
@@ -104,10 +110,11 @@ class FaultProxy:
         self.exchanges: list[Exchange] = []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener: socket.socket | None = socket.create_server(("127.0.0.1", self.port))
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._clients: set[socket.socket] = set()
+        self.connections = 0
 
     def __enter__(self) -> Self:
         return self.start()
@@ -116,13 +123,38 @@ class FaultProxy:
         self.stop()
 
     def start(self) -> Self:
-        threading.Thread(target=self._accept, daemon=True, name="fault-proxy").start()
+        assert self._listener is not None
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True,
+                         name="fault-proxy").start()
         return self
+
+    def refuse(self) -> None:
+        """Close the listening socket: new connections are refused (kept ones go on)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            # close() alone leaves a thread blocked in accept() accepting (Linux):
+            # shutdown() wakes it and unbinds the port.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+
+    def accept(self) -> None:
+        """Listen again on the same port after `refuse`."""
+        with self._lock:
+            if self._listener is not None or self._stopped.is_set():
+                return
+            self._listener = socket.create_server(("127.0.0.1", self.port))
+        self.start()
 
     def stop(self) -> None:
         """Stop accepting, release held requests and close every client connection."""
         self._stopped.set()
-        self._listener.close()
+        self.go_down()
+
+    def go_down(self) -> None:
+        """The server goes away: new connections are refused, kept ones are closed."""
+        self.refuse()
         with self._lock:
             clients = list(self._clients)
         for client in clients:
@@ -135,6 +167,11 @@ class FaultProxy:
             self.rules.append(rule)
         return rule
 
+    def remove(self, rule: Rule) -> None:
+        """The fault ends: later requests no longer match `rule` (held ones stay held)."""
+        with self._lock:
+            self.rules.remove(rule)
+
     def statuses(self, method: str | None = None, path: str | None = None) -> list[int | None]:
         """Statuses answered so far, in order, for requests with this method and path regex."""
         with self._lock:
@@ -144,14 +181,15 @@ class FaultProxy:
 
     # The relay.
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while not self._stopped.is_set():
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
             with self._lock:
                 self._clients.add(client)
+                self.connections += 1
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
@@ -245,6 +283,8 @@ class FaultProxy:
                       for n, v in out_headers)
         sent = 0
         pieces = _pieces(replaced) if replaced is not None else _pieces_of(response)
+        if rule.rate_bytes_per_s:
+            pieces = _paced(pieces, rule.rate_bytes_per_s)
         if has_body:
             for piece in pieces:
                 if rule.cut_after is not None and sent + len(piece) >= rule.cut_after:
@@ -295,6 +335,14 @@ def _pieces_of(response: http.client.HTTPResponse | None):
     """The upstream body, as it arrives (de-chunked by http.client)."""
     while response is not None and (piece := response.read(CHUNK_BYTES)):
         yield piece
+
+
+def _paced(pieces, rate_bytes_per_s: float):
+    """`pieces` cut into a tenth of a second's worth each (at least one byte)."""
+    size = max(1, int(rate_bytes_per_s / 10))
+    for piece in pieces:
+        for i in range(0, len(piece), size):
+            yield piece[i : i + size]
 
 
 def _frame(piece: bytes, chunked: bool) -> bytes:

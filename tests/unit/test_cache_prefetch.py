@@ -2,8 +2,11 @@
 
 import random
 
+import pytest
 import trio
 
+from objmount.backends.base import BackendError
+from objmount.backends.deadline import DeadlineExceeded
 from objmount.cache.memory import HotTier, MemoryBudget
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
 from tests.unit.trio_test import trio_test
@@ -27,15 +30,15 @@ class FakeSource:
         self.fetched: list[int] = []
         self.ranges: list[tuple[int, int, int]] = []
         self.gate: trio.Event | None = None
-        self.fail_fetch = False
+        self.fail_fetch: Exception | None = None
 
     async def fetch_block(self, index: int) -> bytes:
         self.fetched.append(index)
         if self.gate is not None:
             await self.gate.wait()
         await trio.sleep(0)
-        if self.fail_fetch:
-            raise OSError("read-ahead failed")
+        if self.fail_fetch is not None:
+            raise self.fail_fetch
         return self.data[index * self.block_size : (index + 1) * self.block_size]
 
     async def read_block(self, index: int, start: int, end: int) -> bytes:
@@ -134,11 +137,31 @@ async def test_a_small_object_is_fetched_whole_at_open_and_read_from_that_fetch(
 async def test_a_failed_read_ahead_falls_back_to_a_ranged_read() -> None:
     async with trio.open_nursery() as nursery:
         prefetcher, source = make(nursery, 10 * MiB)
-        source.fail_fetch = True
+        source.fail_fetch = OSError("read-ahead failed")
         assert await prefetcher.read(0, MiB) == source.data[:MiB]
         assert await prefetcher.read(MiB, MiB) == source.data[MiB : 2 * MiB]
         assert source.ranges  # served by ranged reads
         prefetcher.close()
+
+
+@trio_test
+async def test_a_read_ahead_the_store_failed_is_not_fetched_a_second_time() -> None:
+    """The runner retried it within its deadline already: a lasting outage is one retry
+    cycle per read, not two. A deadline, though, may be another read's: tried again."""
+    async with trio.open_nursery() as nursery:
+        prefetcher, source = make(nursery, MiB)  # one block: fetched whole at open
+        source.fail_fetch = BackendError("store down", transient=True)
+        prefetcher.start_whole()
+        with pytest.raises(BackendError, match="store down"):
+            await prefetcher.read(0, MiB)
+        assert source.ranges == []
+        prefetcher2, source2 = make(nursery, MiB)
+        source2.fail_fetch = DeadlineExceeded("the read that started it ran out of time")
+        prefetcher2.start_whole()
+        assert await prefetcher2.read(0, MiB) == source2.data
+        assert source2.ranges == [(0, 0, MiB)]
+        prefetcher.close()
+        prefetcher2.close()
 
 
 @trio_test

@@ -6,6 +6,8 @@ Answers are canned by a FaultProxy that answers from its rules alone
 
 import gzip
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +15,7 @@ import trio
 
 from objmount.backends import Timeouts
 from objmount.backends.base import BackendError, ETagMismatch, ObjectInfo, Unreachable
+from objmount.backends.deadline import Attempt, run_attempt
 from objmount.backends.http_get import (
     PooledHTTP,
     StatusError,
@@ -177,3 +180,104 @@ def test_a_direct_read_never_returns_fewer_bytes_than_asked_for() -> None:
 
     with pytest.raises(BackendError, match="returned 4095 bytes for a range of 4096"):
         trio.run(read)
+
+
+# -- the stall rule and dead pooled connections --------------------------------
+
+BIG = bytes(range(256)) * 1024  # 256 KiB: several LOW_SPEED_BYTES
+STALL_S = 0.5
+
+
+@pytest.fixture
+def stalling_http() -> PooledHTTP:
+    """A pool with the stall rule on: no byte for 0.5 s, or < 64 KiB per 0.5 s, is a stall."""
+    return PooledHTTP(Timeouts.for_reads(connect_s=2 * STALL_S, read_s=10, pool_size=4),
+                      "Test")
+
+
+def big_answer(**fault: object) -> Rule:
+    return Rule(forward=False, status=206, body=BIG,
+                set_headers={"Content-Range": f"bytes 0-{len(BIG) - 1}/{len(BIG)}"}, **fault)
+
+
+def timed_get(http: PooledHTTP, server: FaultProxy) -> tuple[bytes | BackendError, float]:
+    started = time.monotonic()
+    try:
+        result: bytes | BackendError = get(http, server, 0, len(BIG), None)
+    except BackendError as exc:
+        result = exc
+    return result, time.monotonic() - started
+
+
+def test_a_server_that_never_answers_is_a_stall_after_the_idle_window(
+    stalling_http: PooledHTTP, server: FaultProxy
+) -> None:
+    server.add(big_answer(hold=True))
+    result, elapsed = timed_get(stalling_http, server)
+    assert isinstance(result, BackendError) and result.transient
+    assert "stalled" in str(result)
+    assert STALL_S <= elapsed < STALL_S + 2  # not the 10 s read timeout
+
+
+def test_a_body_trickling_below_the_low_speed_rule_is_a_stall(
+    stalling_http: PooledHTTP, server: FaultProxy
+) -> None:
+    """8 KiB/s: a byte every 0.1 s, so the idle timeout never fires; the rate rule does."""
+    server.add(big_answer(rate_bytes_per_s=8 << 10))
+    result, elapsed = timed_get(stalling_http, server)
+    assert isinstance(result, BackendError) and result.transient
+    assert "stalled" in str(result) and "fewer than 65536" in str(result)
+    assert elapsed < 2 * STALL_S + 2  # within two windows
+
+
+def test_a_body_above_the_low_speed_rule_is_read_whole(
+    stalling_http: PooledHTTP, server: FaultProxy
+) -> None:
+    server.add(big_answer(rate_bytes_per_s=512 << 10))  # 0.5 s for 256 KiB: slow, not stalled
+    result, _ = timed_get(stalling_http, server)
+    assert result == BIG
+
+
+def test_a_stall_discards_the_idle_pooled_connections(
+    stalling_http: PooledHTTP, server: FaultProxy
+) -> None:
+    """After an outage, pooled connections are dead without knowing it: a failure on one
+    makes the next request connect afresh instead of waiting out another stall."""
+    server.add(big_answer(times=2))
+    for _ in range(2):
+        assert get(stalling_http, server, 0, len(BIG), None) == BIG
+    assert server.connections == 1  # kept alive, pooled
+    held = server.add(big_answer(hold=True))
+    assert isinstance(timed_get(stalling_http, server)[0], BackendError)
+    server.remove(held)
+    server.add(big_answer())
+    before = server.connections
+    result, elapsed = timed_get(stalling_http, server)
+    assert result == BIG and elapsed < STALL_S
+    assert server.connections == before + 1
+
+
+def test_a_reset_discards_the_idle_pooled_connections(
+    stalling_http: PooledHTTP, server: FaultProxy
+) -> None:
+    server.add(big_answer(times=1))
+    assert get(stalling_http, server, 0, len(BIG), None) == BIG
+    server.add(big_answer(cut_after=1000, reset=True, times=1))
+    assert isinstance(timed_get(stalling_http, server)[0], BackendError)
+    server.add(big_answer())
+    before = server.connections
+    assert get(stalling_http, server, 0, len(BIG), None) == BIG
+    assert server.connections == before + 1
+
+
+def test_an_abandoned_read_gives_its_connection_up_at_the_next_chunk(
+    stalling_http: PooledHTTP, server: FaultProxy
+) -> None:
+    """A runner attempt abandoned at its deadline stops reading (the thread ends soon)."""
+    server.add(big_answer(rate_bytes_per_s=256 << 10))  # 1 s for the whole body
+    attempt = Attempt()
+    threading.Timer(0.2, lambda: setattr(attempt, "abandoned", True)).start()
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="abandoned"):
+        run_attempt(attempt, get, stalling_http, server, 0, len(BIG), None)
+    assert time.monotonic() - started < 0.8

@@ -9,6 +9,7 @@ import trio
 import trio.testing
 
 from objmount.backends.base import AuthFailed, Unreachable
+from objmount.backends.deadline import DeadlineExceeded, abandoned, current, deadline_in
 from objmount.backends.runner import Runner
 
 
@@ -30,7 +31,10 @@ class Flaky:
 
 
 def run_with_clock(fn, *args):
-    """Run under trio's autojumping clock; return (result, virtual seconds elapsed)."""
+    """Run under trio's autojumping clock; return (result, virtual seconds elapsed).
+
+    A task waiting on a worker thread counts as blocked: the clock jumps past it.
+    """
     clock = trio.testing.MockClock(autojump_threshold=0)
 
     async def timed():
@@ -75,6 +79,97 @@ def test_call_once_never_retries() -> None:
     with pytest.raises(Unreachable):
         run_with_clock(Runner(2, retries=3).call_once, flaky)
     assert flaky.calls == 1
+
+
+# -- deadlines -----------------------------------------------------------------
+
+
+class Hanging:
+    """Blocks until released (a blackholed request); records whether it was abandoned."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.ended = threading.Event()
+        self.abandoned_seen: bool | None = None
+
+    def __call__(self) -> str:
+        self.release.wait(30)
+        self.abandoned_seen = abandoned()
+        self.ended.set()
+        return "late"
+
+
+def test_a_call_that_hangs_fails_at_the_deadline_and_its_thread_is_abandoned() -> None:
+    hanging = Hanging()
+
+    async def within_a_request() -> None:
+        with deadline_in(60):
+            await Runner(2).call(hanging)
+
+    with pytest.raises(DeadlineExceeded, match=r"gave up at the 60s deadline"):
+        run_with_clock(within_a_request)
+    hanging.release.set()
+    assert hanging.ended.wait(10)
+    assert hanging.abandoned_seen is True  # the thread learns it is no longer waited for
+
+
+class InlineRunner(Runner):
+    """A Runner whose attempts run on the trio thread: under the autojumping clock a
+    worker thread counts as blocked, so the clock could jump to the deadline while an
+    attempt runs (that case: the Hanging tests)."""
+
+    async def call_once(self, fn, *args, **kwargs):
+        await trio.lowlevel.checkpoint()
+        return fn(*args, **kwargs)
+
+
+def test_retries_stop_when_the_next_backoff_would_pass_the_deadline() -> None:
+    flaky = Flaky(100, Unreachable("store down"))
+
+    async def within_a_request() -> float:
+        with deadline_in(1.5):
+            started = trio.current_time()
+            with pytest.raises(DeadlineExceeded, match="after: store down"):
+                await InlineRunner(2, retries=10, first_backoff_s=0.2).call(flaky)
+            return trio.current_time() - started
+
+    elapsed, _ = run_with_clock(within_a_request)
+    assert flaky.calls == 3  # after 0.2 + 0.8 s, the 3.2 s backoff would end past 1.5 s
+    assert elapsed < 1.5
+
+
+def test_a_call_outside_any_request_gets_the_runners_own_deadline() -> None:
+    hanging = Hanging()
+    try:
+        with pytest.raises(DeadlineExceeded, match="at the 5s deadline"):
+            run_with_clock(Runner(2, deadline_s=5).call, hanging)
+    finally:
+        hanging.release.set()
+
+
+def test_tasks_started_within_a_request_inherit_its_deadline() -> None:
+    async def main() -> tuple[float | None, float | None]:
+        seen: dict[str, float | None] = {}
+
+        async def child(name: str) -> None:
+            found = current()
+            seen[name] = found.budget_s if found else None
+
+        async with trio.open_nursery() as nursery:
+            with deadline_in(7):
+                nursery.start_soon(child, "fetch")  # a fetch a read starts
+            nursery.start_soon(child, "background")  # background work
+        return seen["fetch"], seen["background"]
+
+    assert trio.run(main) == (7, None)
+
+
+def test_a_nested_deadline_never_outlives_the_outer_one() -> None:
+    async def main() -> float:
+        with deadline_in(2), deadline_in(60) as inner:
+            return inner.budget_s
+
+    assert trio.run(main) == 2
 
 
 class Calls:
@@ -182,3 +277,36 @@ def test_a_cancelled_background_caller_leaves_no_thread_taken() -> None:
         assert await runner.background.call(lambda: "ok") == "ok"
 
     trio.run(main)
+
+
+def test_an_abandoned_thread_keeps_its_token_until_it_ends_and_demand_still_comes_first(
+) -> None:
+    """Abandoned threads are bounded by the pool: each holds its thread until it ends."""
+    hanging = Hanging()
+    calls = Calls()
+    runner = Runner(2)
+
+    async def main() -> None:
+        with deadline_in(1), pytest.raises(DeadlineExceeded):
+            await runner.call(hanging)
+        assert runner.priority.borrowed_tokens == 1  # the abandoned thread still runs
+        async with calls.nursery() as nursery:
+            nursery.start_soon(runner.call, calls.make("d1"))
+            await calls.wait_started(1)
+            nursery.start_soon(runner.background.call, calls.make("b1"))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(runner.call, calls.make("d2"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert calls.started == ["d1"]  # no thread free: both wait
+            hanging.release.set()  # the abandoned thread ends: its token goes to demand
+            await calls.wait_started(1)
+            assert calls.started == ["d1", "d2"]
+            calls.release("d1")
+            await calls.wait_started(1)
+            assert calls.started == ["d1", "d2", "b1"]
+        assert runner.priority.borrowed_tokens == 0
+
+    try:
+        trio.run(main)
+    finally:
+        hanging.release.set()
