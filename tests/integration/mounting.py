@@ -1,5 +1,6 @@
 """Mount objmount for real, in a subprocess, and always unmount afterwards."""
 
+import hashlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from objmount.mountpoint import is_mounted
+from tests.servers.net import wait_until
 
 MOUNT_DEADLINE_S = 30
 
@@ -100,3 +102,20 @@ def read_everything(mount: MountProcess, objects: dict[str, bytes]) -> None:
     """Read every object whole through the mount; each must be byte-exact."""
     for key, content in objects.items():
         assert (mount.path / key).read_bytes() == content, key
+
+
+def wait_for_version(path: Path, content: bytes, timeout_s: float = 60) -> None:
+    """Wait until the mount lists `path` at the version holding `content` (its MD5 is the
+    ETag of a single PUT, on S3 and Swift). An expired listing answers at once from the
+    old one while it is re-listed behind (stale-while-revalidate); listing the directory
+    is what starts that re-listing."""
+    want = hashlib.md5(content).hexdigest()
+
+    def listed() -> bool:
+        os.listdir(path.parent)
+        try:
+            return os.getxattr(path, "user.objmount.etag").decode().strip('"') == want
+        except FileNotFoundError:
+            return False
+
+    wait_until(listed, timeout_s, f"{path.name} listed at its new version")

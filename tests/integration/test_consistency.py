@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import MiB, data
-from tests.integration.mounting import mounted
+from tests.integration.mounting import mounted, wait_for_version
 from tests.integration.stores import TestStore
 
 pytestmark = pytest.mark.mount
@@ -60,7 +60,7 @@ def test_two_handles_across_a_replace_each_read_their_own_version(
     old, new = data(f"{container}-old", size), data(f"{container}-new", size)
     store.create_container(container)
     store.put(container, "obj.bin", old)
-    # --dir-cache-time 0: every opendir re-lists, so the next open sees the new version.
+    # --dir-cache-time 0: every use of the directory starts a re-listing.
     args = ("--dir-cache-time", "0s")
     with mounted(f"remote:{container}", tmp_path / "mnt", config, *args) as mount:
         path = mount.path / "obj.bin"
@@ -68,7 +68,7 @@ def test_two_handles_across_a_replace_each_read_their_own_version(
         try:
             assert read_whole(old_fd, size) == old  # the page cache now holds the old version
             store.put(container, "obj.bin", new)
-            os.listdir(mount.path)
+            wait_for_version(path, new)  # so that the next open is of the new version
             new_fd = os.open(path, os.O_RDONLY)
             try:
                 if first == "new handle reads first":
