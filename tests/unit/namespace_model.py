@@ -1,9 +1,26 @@
 """A model of what the namespace shows for a store's keys, written apart from the
 code under test, and a readdir walk that checks each directory on the way."""
 
+from objmount.backends.base import Backend
+from objmount.backends.runner import Runner
 from objmount.namespace.tree import ROOT_INODE, Namespace
 
 MAX_NAME_BYTES = 255
+
+
+class Clock:
+    """Wall-clock seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def namespace(backend: Backend, clock: Clock | None = None) -> Namespace:
+    """A namespace over the whole of `backend`, listings fresh for 300 s of `clock`."""
+    return Namespace(backend, Runner(4, retries=0), "", 300, clock or Clock())
 
 
 def can_be_name(segment: str) -> bool:

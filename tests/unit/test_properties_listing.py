@@ -10,16 +10,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objmount.backends.base import ListPage
-from objmount.backends.runner import Runner
 from objmount.namespace.tree import Namespace
 from tests.unit.fake_backend import FakeBackend
-from tests.unit.namespace_model import expected_tree, walk
+from tests.unit.namespace_model import Clock, expected_tree, namespace, walk
 
 # Few names at few depths: a change hits a name, or a directory, already listed.
 KEY = st.lists(st.sampled_from(["a", "b", "c", "a0", "b.x", "é"]), min_size=1, max_size=3
                ).map("/".join)
 CHANGE = st.tuples(st.sampled_from(["add", "remove"]), KEY)
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Each property: a store, listed in pages of 1 to 4 entries, and up to 8 changes to it.
+CHANGING = given(keys=st.lists(KEY, min_size=1, max_size=10, unique=True),
+                 page_size=st.integers(1, 4), changes=st.lists(CHANGE, max_size=8))
 
 
 class ChangingBackend(FakeBackend):
@@ -53,14 +55,6 @@ class ChangingBackend(FakeBackend):
                 self.apply(*self.changes.pop(0))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def relisted_until_current(ns: Namespace, backend: ChangingBackend,
                                  clock: Clock) -> set[str]:
     """Walk the namespace, its listings expired, until it shows the store (each walk
@@ -75,13 +69,10 @@ async def relisted_until_current(ns: Namespace, backend: ChangingBackend,
 
 
 @FAST
-@given(keys=st.lists(KEY, min_size=1, max_size=10, unique=True),
-       page_size=st.integers(1, 4), changes=st.lists(CHANGE, max_size=8))
+@CHANGING
 def test_a_listing_changed_between_pages_never_fails_nor_repeats_a_name_and_converges(
         keys: list[str], page_size: int, changes: list[tuple[str, str]]) -> None:
-    backend = ChangingBackend(keys, page_size, changes)
-    clock = Clock()
-    ns = Namespace(backend, Runner(4, retries=0), "", 300, clock)
+    ns = namespace(backend := ChangingBackend(keys, page_size, changes), clock := Clock())
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -96,12 +87,10 @@ def test_a_listing_changed_between_pages_never_fails_nor_repeats_a_name_and_conv
 
 
 @FAST
-@given(keys=st.lists(KEY, min_size=1, max_size=10, unique=True),
-       page_size=st.integers(1, 4), changes=st.lists(CHANGE, max_size=8))
+@CHANGING
 def test_a_recursive_listing_changed_between_pages_converges_when_listed_again(
         keys: list[str], page_size: int, changes: list[tuple[str, str]]) -> None:
-    backend = ChangingBackend(keys, page_size, changes)
-    ns = Namespace(backend, Runner(4, retries=0), "", 300, Clock())
+    ns = namespace(backend := ChangingBackend(keys, page_size, changes))
 
     async def main() -> None:
         await ns.load_all()

@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objmount.backends.base import NotFound
-from objmount.backends.runner import Runner
 from objmount.namespace.tree import ROOT_INODE, Namespace
 from tests.unit.fake_backend import FakeBackend
-from tests.unit.namespace_model import expected_tree, walk
+from tests.unit.namespace_model import expected_tree, namespace, walk
 
-# Segments a store may hold that no file may be named (namespace_model knows why).
+# Segments at and past the limits (namespace_model says which are names): empty, dot
+# names, NUL, invalid UTF-8 (lone surrogates), 255 bytes (a name) and 256 (none).
 HOSTILE = ["", ".", "..", "\0", "a\0b", "\udcff", "\ud800", "x" * 255, "x" * 256,
            "é" * 127 + "z", "é" * 128, "🙂" * 63 + "abc", "🙂" * 64]
 PLAIN = st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)),
@@ -24,10 +24,8 @@ KEY = st.builds(lambda segments, slash: "/".join(segments) + slash,
                 st.lists(SEGMENT, min_size=1, max_size=4), st.sampled_from(["", "", "/"]))
 KEYS = st.lists(KEY.filter(bool), min_size=1, max_size=12, unique=True)
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def namespace(backend: FakeBackend) -> Namespace:
-    return Namespace(backend, Runner(4, retries=0), "", 300, lambda: 1_000_000.0)
+# Each property: a store of such keys, listed in pages of 1 to 5 entries.
+STORES = given(keys=KEYS, page_size=st.integers(1, 5))
 
 
 async def check_lookups(ns: Namespace, keys: list[str], tree: set[str]) -> None:
@@ -61,11 +59,10 @@ async def check_lookups(ns: Namespace, keys: list[str], tree: set[str]) -> None:
 
 
 @FAST
-@given(keys=KEYS, page_size=st.integers(1, 5))
+@STORES
 def test_every_key_that_can_be_a_file_is_one_and_no_hostile_name_is_an_entry(
         keys: list[str], page_size: int) -> None:
-    backend = FakeBackend(dict.fromkeys(keys, b"x"), page_size=page_size)
-    ns = namespace(backend)
+    ns = namespace(FakeBackend(dict.fromkeys(keys, b"x"), page_size=page_size))
 
     async def main() -> None:
         tree = await walk(ns)
@@ -76,11 +73,10 @@ def test_every_key_that_can_be_a_file_is_one_and_no_hostile_name_is_an_entry(
 
 
 @FAST
-@given(keys=KEYS, page_size=st.integers(1, 5))
+@STORES
 def test_a_recursive_listing_shows_the_same_names_as_listing_each_directory(
         keys: list[str], page_size: int) -> None:
-    backend = FakeBackend(dict.fromkeys(keys, b"x"), page_size=page_size)
-    ns = namespace(backend)
+    ns = namespace(backend := FakeBackend(dict.fromkeys(keys, b"x"), page_size=page_size))
 
     async def main() -> None:
         assert await ns.load_all() == len(keys)
