@@ -71,6 +71,8 @@ PUBLIC_KEYS: dict[str, frozenset[str]] = {
 PUBLIC_KEYS["gcs"] = PUBLIC_KEYS["google cloud storage"]
 # Options whose value is a URL: shown without userinfo and query string.
 _URL_KEYS = frozenset({"endpoint", "auth", "storage_url", "url"})
+# A remote name OBJMOUNT_CONFIG_<REMOTE>_<KEY> variables can define (no '_': _env_sections).
+_ENV_NAME = re.compile(r"[A-Za-z0-9]+")
 # Values of masked options that are no secret (and too common to redact from logs).
 _PLAIN_VALUE = re.compile(r"(?i)true|false|yes|no|on|off|[0-9.]+[kmgtp]?i?b?")
 
@@ -218,10 +220,11 @@ def parse_target(
             known = ", ".join(sorted(remotes)) or "none"
             read = config_path or default_config_path(os.environ)
             source = f"read {read}" if read.is_file() else f"no config file at {read}"
+            # A name _ENV_NAME refuses is never spliced into a variable (it may hold a newline).
+            hint = f" or set {ENV_PREFIX}{name.upper()}_TYPE" if _ENV_NAME.fullmatch(name) else ""
             raise ConfigError(
                 f"remote {name!r} is not configured (configured remotes: {known}; {source}); "
-                "add it to rclone.conf or set OBJMOUNT_CONFIG_"
-                f"{name.upper()}_TYPE"
+                f"add it to rclone.conf{hint}"
             )
         remote = remotes[name]
     container, _, prefix = path.strip("/").partition("/")

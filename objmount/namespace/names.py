@@ -1,8 +1,10 @@
 """Which object-key segments can be POSIX file names.
 
 A key segment becomes a file or directory name only if it is non-empty, not
-`.` or `..`, at most 255 bytes in UTF-8 and free of NUL; anything else would
-make the kernel or a program misbehave, so such keys are skipped (and reported).
+`.` or `..`, valid UTF-8 (no lone surrogate: the listing database stores
+UTF-8), at most 255 bytes in it and free of NUL; anything else would make the
+kernel, a program or the database misbehave, so such keys are skipped (and
+reported).
 """
 
 MAX_NAME_BYTES = 255
@@ -18,6 +20,10 @@ def name_problem(name: str) -> str | None:
         return "NUL byte in name"
     if "/" in name:
         return "'/' in name"
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+    try:
+        size_bytes = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    if size_bytes > MAX_NAME_BYTES:
         return f"name longer than {MAX_NAME_BYTES} bytes"
     return None

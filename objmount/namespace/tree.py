@@ -61,6 +61,7 @@ from objmount.namespace.listing import (
     entries_of_tree,
     list_ranges,
 )
+from objmount.namespace.names import name_problem
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +306,11 @@ class Namespace:
         return None if found.gone else found.obj
 
     async def lookup(self, parent: int, name: str) -> Node:
-        """Return the child `name` of directory `parent`; raises NotFound."""
+        """Return the child `name` of directory `parent`; raises NotFound (at once for a
+        name no entry can have, such as invalid UTF-8 from the kernel), NotADirectoryError."""
         directory = self._dir(parent)
+        if name_problem(name) is not None:
+            raise NotFound(f"{directory.key}{name!r}: no such file or directory")
         await self._use(directory)
         row = self.db.lookup(parent, name)
         if row is None:

@@ -1,7 +1,11 @@
 """Process faults: a mount whose daemon was SIGKILLed leaves a dead mountpoint
-("Transport endpoint is not connected"); the next mount on it clears it and mounts."""
+("Transport endpoint is not connected"); the next mount on it clears it and mounts;
+under --restart N the supervisor does that itself, N times, on the same cache."""
 
+import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.mounting import mounted
+from tests.integration.bounds import within
+from tests.integration.mounting import force_unmount, mounted, objmount
+from tests.servers.net import wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -33,3 +39,94 @@ def test_a_dead_mountpoint_is_cleared_in_one_line_and_mounted_again(
         finally:
             subprocess.run([sys.executable, "-m", "objmount", "umount", str(mnt)],
                            capture_output=True, timeout=60, check=False)
+
+
+# What --restart 2 reads before and after each kill: 5 blocks of --block-size 1M.
+RESTART_FILES = ["m1-plus-1.bin", "k128-plus-1.bin", "nested/top.txt", "café/naïve.txt"]
+RESTART_BLOCKS = 5
+RESTARTS = 2
+# A restart: the supervisor's backoff (1 s, then 2 s), a new process's start-up and
+# mount (a few seconds), slack for 2 shared cores at load 4+.
+RESTART_SLACK_S = 20.0
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (none once it is gone)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs objmount (a zombie, or a pid reused by another, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        return state != "Z" and b"objmount" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+
+
+def serving_stats(mnt: Path) -> dict[str, int] | None:
+    """The stats of whatever serves `mnt`, or None while it is dead (ENOTCONN)."""
+    try:
+        return json.loads(os.getxattr(mnt, "user.objmount.stats"))
+    except OSError:
+        return None
+
+
+def serving_after(supervisor: int, mnt: Path, killed: int | None) -> int:
+    """Wait until a child of `supervisor` other than `killed` serves `mnt`; return its pid."""
+    def serving() -> bool:
+        return any(c != killed for c in children(supervisor)) and serving_stats(mnt) is not None
+
+    wait_until(serving, RESTART_SLACK_S + 4, "a serving mount process")
+    (pid,) = children(supervisor)
+    return pid
+
+
+def test_restart_mounts_again_after_each_sigkill_on_the_same_cache_and_gives_up_after_n(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path,
+) -> None:
+    mnt, log_file = tmp_path / "mnt", tmp_path / "mnt.log"
+    mnt.mkdir()
+    started = objmount(
+        "mount", "remote:dataset", str(mnt), "--config", str(config), "--daemon",
+        "--restart", str(RESTARTS), "--cache-dir", str(tmp_path / "cache"), "--block-size",
+        "1M", "-v", "--log-file", str(log_file), timeout_s=120)
+    assert started.returncode == 0, started.stderr
+    supervisor = int(re.search(r"\(pid (\d+)\)", started.stderr)[1])
+    known = [supervisor]
+    try:
+        child = serving_after(supervisor, mnt, None)
+        known.append(child)
+        for key in RESTART_FILES:
+            assert (mnt / key).read_bytes() == dataset[key], key
+        assert serving_stats(mnt)["gets"] >= len(RESTART_FILES)
+        wait_until(lambda: serving_stats(mnt)["blocks_stored"] >= RESTART_BLOCKS, 30,
+                   "the blocks on disk")
+        for restart in range(1, RESTARTS + 1):
+            os.kill(child, signal.SIGKILL)
+            with within(2 ** (restart - 1) + RESTART_SLACK_S, f"mounted again ({restart})"):
+                child = serving_after(supervisor, mnt, child)
+            known.append(child)
+            for key in RESTART_FILES:
+                assert (mnt / key).read_bytes() == dataset[key], key
+            counters = serving_stats(mnt)
+            assert counters["gets"] == 0 and counters["cache_hits"] > 0, counters
+        os.kill(child, signal.SIGKILL)
+        wait_until(lambda: not alive(supervisor), 30, "the supervisor giving up")
+        assert children(supervisor) == []
+        gave_up = [line for line in log_file.read_text().splitlines()
+                   if "restarts are used" in line]
+        assert len(gave_up) == 1, gave_up
+        assert f"all {RESTARTS} restarts are used" in gave_up[0]
+    finally:
+        for pid in [p for p in reversed(known) if alive(p)]:  # each unmounts on SIGTERM
+            os.kill(pid, signal.SIGTERM)
+        for pid in known:
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda pid=pid: not alive(pid), 15, f"pid {pid} ending")
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        force_unmount(mnt)

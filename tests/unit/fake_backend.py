@@ -44,14 +44,18 @@ class FakeBackend:
         if self.fail:
             raise self.fail
         entries: list[tuple[str, bool]] = []  # (key or prefix, is_prefix)
-        # The token is the last key or prefix of the previous page, as a Swift marker.
+        # The token is the last key or prefix of the previous page, as a Swift marker;
+        # ending in the delimiter, it is a prefix unless it is the listed directory's
+        # own marker object (the token equals `prefix`), whose keys are still to come.
         marker = token or after
+        under = token if token and delimiter and token.endswith(delimiter) \
+            and len(token) > len(prefix) else None
         for key in sorted(self.objects, reverse=reverse):
             if not key.startswith(prefix) or (upto is not None and key > upto):
                 continue
             if marker is not None and ((key >= marker) if reverse else (key <= marker)):
                 continue
-            if token and delimiter and token.endswith(delimiter) and key.startswith(token):
+            if under is not None and key.startswith(under):
                 continue
             cut = key.find(delimiter, len(prefix)) if delimiter else -1
             if cut >= 0:
