@@ -88,13 +88,19 @@ def interrupt_once(signum: int, frame: object) -> None:
 def sigint_held() -> Iterator[None]:
     """Hold Ctrl-C back while a process starts and is registered for clean-up.
 
-    A Ctrl-C meanwhile is raised as soon as the block ends. Processes forked inside
+    A Ctrl-C meanwhile is raised as soon as the block ends (in place of an error the
+    block raised after it). Processes forked inside
     (DataLoader workers) keep this handler: a Ctrl-C reaching them changes nothing.
     """
     held: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         yield
+    except Exception:
+        if not held:
+            raise
+        # What failed meanwhile (a mount whose start the Ctrl-C cut short) is the
+        # interrupt's doing: the demo ends as interrupted, not with the failure.
     finally:
         signal.signal(signal.SIGINT, previous)
     if held:

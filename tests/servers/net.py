@@ -1,15 +1,28 @@
 """Small helpers for test servers: free loopback ports and readiness polling."""
 
+import random
 import socket
 import time
 from collections.abc import Callable
 
+# Ports handed to servers the tests start: below Linux's ephemeral range (32768-60999 by
+# default), from which every outgoing connection takes its local port. A port taken
+# from that range (bind to port 0) can be taken again by a connection between this
+# check and the server's own bind: a server then fails to start ("could not bind").
+SERVER_PORTS = range(20000, 32000)
+
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """Return a TCP port on 127.0.0.1 that is free right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(SERVER_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
 
 
 def wait_until(ready: Callable[[], bool], timeout_s: float, what: str) -> None:
