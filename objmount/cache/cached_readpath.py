@@ -122,11 +122,13 @@ class _Flight:
     claimed: bool = False  # a reader joined it: the buffer need not hold it
     fetched: bool = False  # a GET, not a disk read
 
-    def claim(self, buffer: AheadBuffer, nbytes: int) -> None:
-        """A reader joins: a prefetch is then used (counted in `buffer`), not held."""
-        if self.prefetch and not self.claimed:
+    def claim(self, buffer: AheadBuffer, key: BlockKey) -> None:
+        """A reader joins: a prefetch is then used (counted in `buffer`), not held. A
+        prefetch that ended put its block in `buffer`: the reader takes it out of there
+        (or it would be counted used here and unused when the order drops it)."""
+        if self.prefetch and not self.claimed and buffer.claim(key) is None:
             buffer.used_files += 1
-            buffer.used_bytes += nbytes
+            buffer.used_bytes += key.length
         self.claimed = True
 
     async def result_for(self, waiter: "_GetCounter | None") -> bytes | bytearray | None:
@@ -369,7 +371,7 @@ class CachedReadPath:
     async def _join(self, flight: _Flight, key: BlockKey, waiter: "_GetCounter | None"
                     ) -> bytes | bytearray | None:
         """A reader's wait for `flight`: claims it if an order fetches it ahead."""
-        flight.claim(self.ahead, key.length)
+        flight.claim(self.ahead, key)
         return await flight.result_for(waiter)
 
     async def fetch_block(self, obj: ObjectInfo, key: BlockKey,
@@ -598,7 +600,7 @@ class OneBlockHandle:
                 and self.key not in path.ahead and self.name not in path.open_blocks
                 and path.budget.try_take(obj.size)):
             self._flight = path.flight_of(obj, self.key, self.name)
-            self._flight.claim(path.ahead, self.key.length)
+            self._flight.claim(path.ahead, self.key)
 
     async def read(self, offset: int, size: int) -> ReadBytes:
         path = self.path

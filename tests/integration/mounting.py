@@ -54,6 +54,10 @@ def mounted(spec: str, mountpoint: Path, config: Path, *args: str,
     try:
         mount.wait_mounted()
         yield mount
+    except BaseException:
+        # Shown by pytest with a failed test's captured output: why the mount failed it.
+        print(f"--- the end of the mount's log ({log_file}) ---\n{mount.log()[-20000:]}")
+        raise
     finally:
         mount.stop()
 

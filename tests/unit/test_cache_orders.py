@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -161,3 +162,31 @@ async def test_an_epoch_larger_than_the_cache_keeps_the_resident_set_and_reads_f
     assert stats["prefetch_used_files"] + stats["cache_misses"] == len(order)
     assert stats["prefetch_used_files"] > len(order) // 2
     assert stats["blocks_stored"] < len(order) and stats["cache_not_admitted"] > 0
+
+
+@trio_test
+async def test_a_reader_joining_a_prefetch_whose_block_is_being_written_uses_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The prefetch's block is in the buffer while its flight stays open for the disk
+    write; a reader that opens then joins the flight: the file counts as used, never
+    also as unused when its order ends."""
+    backend = CountingBackend(FILES)
+    key = sorted(FILES)[0]
+    written = threading.Event()
+    original_put_many = BlockStore.put_many
+
+    def held_put_many(store: BlockStore, *args: object, **kwargs: object) -> object:
+        assert written.wait(30)
+        return original_put_many(store, *args, **kwargs)
+
+    monkeypatch.setattr(BlockStore, "put_many", held_put_many)
+    async with orders_path(backend, tmp_path) as path:
+        path.orders.publish("rank0", order_of([key]))
+        await until(lambda: len(path.ahead) == 1)  # fetched, in the buffer, not on disk
+        assert await read_all(path, backend.info(key)) == FILES[key]
+        written.set()
+        await until(lambda: path.stats.as_dict()["orders"] == 0)
+        stats = path.stats.as_dict()
+    assert len(backend.gets) == 1
+    assert (stats["prefetch_used_files"], stats["prefetch_unused_files"]) == (1, 0)
