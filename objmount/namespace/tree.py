@@ -599,6 +599,9 @@ class Namespace:
                           "cannot write the listing snapshot (%s): the next mount lists "
                           "again", exc)
                 return
+            except BaseException:  # cancelled (the mount ends): close() publishes instead
+                self._dirty = True
+                raise
             log.info("listing snapshot written: %s", path)
 
     # Nodes and directories in memory.

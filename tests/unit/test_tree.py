@@ -463,3 +463,30 @@ def test_dead_working_copies_are_removed(tmp_path: Path) -> None:
     db, _ = snapshot.open_working_copy(tmp_path, SOURCE, "")
     assert not dead.exists()
     snapshot.discard(db)
+
+
+@trio_test
+async def test_a_snapshot_publish_cut_short_by_the_unmount_is_written_by_close(
+        tmp_path: Path) -> None:
+    ns = mount_from_snapshot(tmp_path, FakeBackend(OBJECTS), Clock(), Freshness(300))
+    await ns.start()
+    await _walk(ns, ROOT_INODE, "")
+    published = snapshot.snapshot_path(tmp_path, SOURCE, "")
+    published.unlink(missing_ok=True)
+    ns._dirty = True  # listed since the last snapshot
+    call_once = ns.writer.call_once
+    with trio.CancelScope() as scope:
+
+        async def cancelled_after_meta(fn: Callable[..., object], *args: object) -> object:
+            result = await call_once(fn, *args)
+            if fn == ns.db.set_meta:  # the unmount comes between its two steps
+                scope.cancel()
+                await trio.lowlevel.checkpoint()
+            return result
+
+        ns.writer.call_once = cancelled_after_meta  # type: ignore[method-assign]
+        await ns._publish()
+    ns.writer.call_once = call_once  # type: ignore[method-assign]
+    assert not published.exists()
+    await ns.close()
+    assert published.exists()
