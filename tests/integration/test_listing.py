@@ -7,15 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from objmount.backends.base import PAGE_SIZE_ENV
+from tests.integration.conftest import BIG_DIRECTORY_PAGE
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import TestStore
 
 pytestmark = pytest.mark.mount
 
 
-def test_a_directory_of_ten_thousand_entries_lists_exactly(
-    big_directory: set[str], config: Path, tmp_path: Path
+def test_a_directory_of_ten_listing_pages_lists_exactly(
+    big_directory: set[str], config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(PAGE_SIZE_ENV, str(BIG_DIRECTORY_PAGE))
     with mounted("remote:wide", tmp_path / "mnt", config) as mount:
         names = os.listdir(mount.path / "many")
         assert len(names) == len(big_directory)

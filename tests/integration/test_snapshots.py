@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from objmount.backends.base import PAGE_SIZE_ENV
+from tests.integration.conftest import BIG_DIRECTORY_PAGE
 from tests.integration.mounting import mounted
 from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
 from tests.servers.fault_proxy import FaultProxy, Rule
@@ -203,11 +204,11 @@ def test_a_flat_directory_lists_exactly_through_ranged_parallel_listing(
     big_directory: set[str], store: TestStore, relay: tuple[FaultProxy, Path], tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """10,000 names in pages of 250 (an internal setting standing in for 50,000+ objects in
-    pages of 1,000 or 10,000, which take 7-14 minutes to upload here): the first page is
+    """2,500 names in pages of 250 (an internal setting standing in for 25,000+ objects in
+    pages of 1,000 or 10,000, which take minutes to upload here): the first page is
     full, so the rest is split into ranges listed at once."""
     proxy, conf = relay
-    monkeypatch.setenv(PAGE_SIZE_ENV, "250")
+    monkeypatch.setenv(PAGE_SIZE_ENV, str(BIG_DIRECTORY_PAGE))
     with mounted("remote:wide", tmp_path / "mnt", conf) as m:
         names = os.listdir(m.path / "many")
     assert len(names) == len(big_directory) and set(names) == big_directory
