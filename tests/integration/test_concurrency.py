@@ -30,7 +30,10 @@ def test_a_slow_get_does_not_block_other_requests(
         moto_server.rclone_section("remote", endpoint=f"http://127.0.0.1:{proxy.port}")
     )
     try:
-        with mounted("remote:slowpoke", tmp_path / "mnt", config) as mount:
+        # The stall rule (--contimeout / 2) is held above the delay: the slow GET is slow,
+        # not stalled (retried), which test_faults_relay.py covers.
+        with mounted("remote:slowpoke", tmp_path / "mnt", config,
+                     "--contimeout", f"{4 * DELAY_S:g}s") as mount:
             os.listdir(mount.path)
             slow = threading.Thread(target=(mount.path / "slow.bin").read_bytes)
             slow.start()
