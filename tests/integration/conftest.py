@@ -161,6 +161,17 @@ def mount(
         yield process
 
 
+@pytest.fixture(scope="module")
+def shared_mount(
+    dataset: dict[str, bytes], config: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MountProcess]:
+    """`mount` made once per test module (and backend), for modules whose tests only read
+    the dataset or try writes that must fail: a mount costs seconds, and they are many."""
+    mountpoint = tmp_path_factory.mktemp("shared") / "mnt"
+    with mounted("remote:dataset", mountpoint, config) as process:
+        yield process
+
+
 @pytest.fixture(scope="session")
 def fault_data(store: TestStore) -> dict[str, bytes]:
     """Container `faults` of the fault suite (fault_kit.FILES), key -> content."""

@@ -27,8 +27,10 @@ WRITES: dict[str, Callable[[Path], object]] = {
 
 
 @pytest.mark.parametrize("operation", sorted(WRITES))
-def test_write_operations_fail_with_erofs(mount: MountProcess, dataset, operation: str) -> None:
+def test_write_operations_fail_with_erofs(
+    shared_mount: MountProcess, dataset, operation: str
+) -> None:
     with pytest.raises(OSError) as raised:
-        WRITES[operation](mount.path)
+        WRITES[operation](shared_mount.path)
     assert raised.value.errno == errno.EROFS
-    assert (mount.path / "one.bin").read_bytes() == dataset["one.bin"]
+    assert (shared_mount.path / "one.bin").read_bytes() == dataset["one.bin"]
