@@ -138,14 +138,21 @@ class S3Backend:
         return f"s3 bucket {self.container!r} at {where}"
 
     def check(self, prefix: str) -> None:
-        # A one-key listing, not a HEAD: a HEAD's error has no body, so a refused token
-        # or key would read "400 Bad Request" instead of the store's reason (InvalidToken,
-        # AccessDenied, NoSuchBucket). One round trip either way.
-        self._call(
-            lambda: self.client.list_objects_v2(
-                Bucket=self.container, Prefix=prefix, Delimiter="/", MaxKeys=1),
-            key=None,
-        )
+        # A HEAD, not a listing: a mount from a listing snapshot lists nothing. A HEAD's
+        # error has no body (a refused token reads "400 Bad Request"), so a refusal is
+        # asked again as a one-key listing, whose error carries the store's reason
+        # (InvalidToken, AccessDenied, NoSuchBucket).
+        try:
+            self._call(lambda: self.client.head_bucket(Bucket=self.container), key=None)
+        except BackendError as refused:
+            if refused.transient or isinstance(refused, Unreachable):
+                raise
+            self._call(
+                lambda: self.client.list_objects_v2(
+                    Bucket=self.container, Prefix=prefix, Delimiter="/", MaxKeys=1),
+                key=None,
+            )
+            raise
 
     def list_page(self, prefix: str, delimiter: str | None, token: str | None, *,
                   after: str | None = None, upto: str | None = None,
