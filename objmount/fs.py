@@ -47,7 +47,7 @@ import trio
 
 from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
-from objmount.backends.runner import Runner
+from objmount.backends.runner import local_runner
 from objmount.inflight import InFlight, Interrupted
 from objmount.namespace.tree import ROOT_INODE, Namespace, Node
 from objmount.pagecache import OpenMode, PageCacheVersions
@@ -219,7 +219,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         namespace.on_gone = lambda parent, name: self._stale.send_nowait(
             (parent, os.fsencode(name)))
         # One thread: invalidations are rare, and a blocked one must not hold more.
-        self._notifier = Runner(1, retries=0, abandon=False)
+        self._notifier = local_runner(1)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send the kernel the invalidations releases asked for, one at a time, until

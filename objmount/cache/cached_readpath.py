@@ -47,7 +47,7 @@ from typing import Protocol
 import trio
 
 from objmount.backends.base import Backend, ObjectInfo
-from objmount.backends.runner import Runner
+from objmount.backends.runner import Runner, local_runner
 from objmount.cache.blocks import (
     RECENCY_FLUSH_S,
     BlockKey,
@@ -182,7 +182,7 @@ class CachedReadPath:
         self.store = store
         self.source = source
         self.options = options
-        self.disk_runner = disk_runner or Runner(DISK_THREADS, retries=0, abandon=False)
+        self.disk_runner = disk_runner or local_runner(DISK_THREADS)
         self.budget = MemoryBudget(options.max_buffer_memory_bytes)
         self.hot = HotTier(self.budget, min(options.cache_mem_bytes,
                                             options.max_buffer_memory_bytes))
@@ -727,7 +727,7 @@ async def open_cached_read_path(
     Raises ConfigError if the cache directory cannot be used; a full disk only
     warns, and the mount reads uncached.
     """
-    disk_runner = Runner(DISK_THREADS, retries=0, abandon=False)
+    disk_runner = local_runner(DISK_THREADS)
     policy = ResidentSetPolicy(options.max_size_bytes, on_change=_log_policy_change)
     store = await disk_runner.call_once(open_store, options.cache_dir, options.max_size_bytes,
                                         policy)

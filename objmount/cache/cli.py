@@ -199,7 +199,7 @@ def warm_command(
     # Imported here: trio and the read path cost ~0.2 s that no other command needs.
     import trio
 
-    from objmount.backends.runner import Runner
+    from objmount.backends.runner import Runner, local_runner
     from objmount.cache.cached_readpath import DISK_THREADS
     from objmount.cache.warmup import WarmProgress, warm
 
@@ -210,7 +210,7 @@ def warm_command(
             backend, store, source_for(resolved), resolved.prefix,
             block_size=options.block_size_bytes, max_bytes=limit,
             runner=Runner(max_parallel, retries, deadline_s=defaults.read_s),
-            disk_runner=Runner(DISK_THREADS, retries=0, abandon=False),
+            disk_runner=local_runner(DISK_THREADS),
             progress=progress, on_progress=bar.update, only_key=only_key,
         ))
     finally:

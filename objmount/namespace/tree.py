@@ -51,7 +51,7 @@ import trio
 
 from objmount import log as logs
 from objmount.backends.base import Backend, BackendError, ListPage, NotFound, ObjectInfo
-from objmount.backends.runner import Runner
+from objmount.backends.runner import Runner, local_runner
 from objmount.namespace import revalidate, snapshot
 from objmount.namespace.database import ROOT_INODE, Applied, Dirent, ListingDB, Row
 from objmount.namespace.listahead import QUEUE_MAX, ListAhead
@@ -174,7 +174,7 @@ class Namespace:
         self.cache_dir = cache_dir
         self.inherited = inherited
         # One thread writes the database: listings apply in order, readers never wait.
-        self.writer = Runner(1, retries=0, abandon=False)
+        self.writer = local_runner(1)
         self.on_gone: Callable[[int, str], None] = lambda parent, name: None
         self.started = self.clock()
         if list_ahead_parallel is None:
