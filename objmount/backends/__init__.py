@@ -25,6 +25,18 @@ from objmount.errors import ConfigError
 # link worth reading a data set over; a body trickling below it is a stalled store.
 STALL_DIVISOR = 2
 LOW_SPEED_BYTES = 64 << 10
+# The wait for an answer's head (its first byte) has two limits (`Timeouts.head_s`):
+# - a call's first attempt waits stall_s, like any gap: it is most often on a pooled
+#   connection, and one that died in an outage must be given up at once (the issue's
+#   10 s recovery: a read that started during a blackhole retries on a new connection
+#   within one stall window of the store's return);
+# - its retries wait up to --timeout / FIRST_BYTE_DIVISOR (30 s by default), still within
+#   the request's deadline: a store may take longer than stall_s to produce the first
+#   byte of a large listing page under load (it must list the page before it answers),
+#   and that is slowness, not a stall. A blackhole is still EIO at the deadline (the
+#   last attempt is cut by it), and a thread abandoned there ends within this limit.
+# Mid-body, every gap stays bounded by stall_s and the low-speed rule.
+FIRST_BYTE_DIVISOR = 2
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,13 @@ class Timeouts:
     def idle_s(self) -> float:
         """How long a socket may bring no byte before its request fails."""
         return self.read_s if self.stall_s is None else self.stall_s
+
+    def head_s(self, retry: bool) -> float:
+        """How long a request may wait for the first byte of its answer: idle_s on a
+        call's first attempt, up to read_s / FIRST_BYTE_DIVISOR on its retries."""
+        if self.stall_s is None or not retry:
+            return self.idle_s
+        return max(self.stall_s, self.read_s / FIRST_BYTE_DIVISOR)
 
 
 def _s3(remote: Remote, container: str, timeouts: Timeouts) -> Backend:

@@ -87,12 +87,14 @@ class deadline_in:
 
 class Attempt:
     """One attempt of a blocking call in a worker thread; `abandoned` is set (from the trio
-    thread) once nobody waits for its result any more."""
+    thread) once nobody waits for its result any more. `number`: 0 for the first try of a
+    call, n for its n-th retry."""
 
-    __slots__ = ("abandoned",)
+    __slots__ = ("abandoned", "number")
 
-    def __init__(self) -> None:
+    def __init__(self, number: int = 0) -> None:
         self.abandoned = False
+        self.number = number
 
 
 # Set in the worker thread for the length of one call (run_attempt), never in a trio task.
@@ -108,6 +110,12 @@ def run_attempt(attempt: Attempt, fn: Callable[P, T], *args: P.args, **kwargs: P
         return fn(*args, **kwargs)
     finally:
         _attempt.reset(token)
+
+
+def is_retry() -> bool:
+    """True in a worker thread running a retry of a call (its attempt 1 or later)."""
+    attempt = _attempt.get()
+    return attempt is not None and attempt.number > 0
 
 
 def abandoned() -> bool:

@@ -25,8 +25,9 @@ Invariants (RFC 9112):
   us. Nothing else is retried here (the runner retries, with backoff);
 - a body upload cut by the server (broken pipe, reset) still returns the answer
   the server sent before closing, if it sent one (its error says why);
-- time is bounded: connect within `connect_s`, then every wait for the socket
-  (send or receive) within `read_s`; a slower body is for the caller's `watch`
+- time is bounded: connect within `connect_s`, the first byte of an answer within
+  the request's `head_s` (read_s if none), every other wait for the socket (send or
+  receive) within `read_s`; a slower body is for the caller's `watch`
   (told every receive) to cut short.
 
 Errors: ConnectFailed (no connection could be made), TLSFailed (no TLS session),
@@ -310,11 +311,12 @@ class Pool:
         self._lock = threading.Lock()
 
     def request(self, method: str, url: str, headers: Mapping[str, str],
-                body: bytes | BinaryIO | None = None) -> Answer:
+                body: bytes | BinaryIO | None = None, head_s: float | None = None) -> Answer:
         """Send one request; return its answer with the body unread (see Answer).
 
-        Blocks on the network (bounded, see the module docstring). Raises ValueError for
-        a request that cannot be written, else the errors the module docstring lists.
+        Blocks on the network (bounded, see the module docstring); the wait for the
+        first byte of the answer lasts up to `head_s` (None: read_s). Raises ValueError
+        for a request that cannot be written, else the errors the module docstring lists.
         """
         if _BAD_CHARS.search(url):  # urlsplit would drop them silently
             raise ValueError(f"cannot send {method!r} {url!r}")
@@ -326,7 +328,7 @@ class Pool:
         while True:
             try:
                 _send(conn, head, body, self.send_block_bytes)
-                return self._answer(origin, conn, method)
+                return self._answer(origin, conn, method, head_s)
             except _Stale:
                 conn.close()
                 if not isinstance(body, bytes | None) and rewind is None:
@@ -393,10 +395,18 @@ class Pool:
             self._tls = ssl.create_default_context(cafile=self._ca_certs)
         return self._tls
 
-    def _answer(self, origin: Origin, conn: Connection, method: str) -> Answer:
-        """Read the head of the answer (skipping 1xx ones)."""
+    def _answer(self, origin: Origin, conn: Connection, method: str,
+                head_s: float | None) -> Answer:
+        """Read the head of the answer (skipping 1xx ones), its first byte within `head_s`."""
         while True:
             try:
+                if head_s is not None and not conn.buffered:
+                    conn.sock.settimeout(head_s)
+                    try:
+                        if not conn.fill():
+                            raise IncompleteBody("the connection closed before an answer")
+                    finally:
+                        conn.sock.settimeout(self.read_s)
                 head = conn.read_until(b"\r\n\r\n", MAX_HEAD_BYTES)
             except (IncompleteBody, ConnectionResetError) as exc:
                 if conn.reused and not conn.buffered:

@@ -25,7 +25,8 @@ read (idle) timeouts in `PooledHTTP.__init__`; every request goes out through
 `send`; every body comes in through `_read_exactly` (one read into one buffer,
 watched receive by receive). With the stall rule on (`Timeouts.stall_s`, see
 backends/__init__.py) a socket that brings no byte for stall_s fails (the idle
-timeout), and so does a body that brings fewer than LOW_SPEED_BYTES in a window
+timeout; a retry's wait for the first byte of its answer may last longer:
+`Timeouts.head_s`), and so does a body that brings fewer than LOW_SPEED_BYTES in a window
 of stall_s (checked as bytes arrive: a trickle is caught within two windows).
 A read whose runner attempt was abandoned (deadline.abandoned) stops at the next
 receive. Every transport failure (a stall, a reset, a body cut short, a refused
@@ -47,7 +48,7 @@ from typing import BinaryIO
 from objmount import __version__
 from objmount.backends import LOW_SPEED_BYTES, Timeouts, http1
 from objmount.backends.base import BackendError, ETagMismatch, Unreachable
-from objmount.backends.deadline import abandoned
+from objmount.backends.deadline import abandoned, is_retry
 
 # Bytes skipped per read when a 200 answers a ranged GET (the part before the range).
 CHUNK_BYTES = 1 << 20
@@ -128,8 +129,9 @@ class PooledHTTP:
         BackendError (see the module docstring).
         """
         headers = {**headers, "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
-        with self._transport_errors(what, url):
-            return self.pool.request(method, url, headers, body)
+        head_s = self.timeouts.head_s(is_retry())
+        with self._transport_errors(what, url, head_s):
+            return self.pool.request(method, url, headers, body, head_s)
 
     def get(self, url: str, headers: Mapping[str, str], what: str) -> bytes:
         """GET `url` whole: the body of a 200; raises StatusError for any other status."""
@@ -206,8 +208,10 @@ class PooledHTTP:
             length -= len(self._read_exactly(response, min(CHUNK_BYTES, length), what))
 
     @contextlib.contextmanager
-    def _transport_errors(self, what: str, url: str) -> Iterator[None]:
-        """Raise http1's errors as objmount's: Unreachable if no connection was made."""
+    def _transport_errors(self, what: str, url: str,
+                          waited_s: float | None = None) -> Iterator[None]:
+        """Raise http1's errors as objmount's: Unreachable if no connection was made.
+        `waited_s`: the longest wait for a byte in the body (idle_s if None)."""
         try:
             yield
         except http1.ConnectFailed as exc:
@@ -218,8 +222,10 @@ class PooledHTTP:
         except http1.TLSFailed as exc:
             raise BackendError(f"cannot reach {self._where(url)}: TLS: {exc.strerror}") from None
         except TimeoutError:
+            waited = self.timeouts.idle_s if waited_s is None else max(waited_s,
+                                                                        self.timeouts.idle_s)
             raise self._broken(f"{what}: no data from {self._where(url)} for "
-                               f"{self.timeouts.idle_s:g}s (stalled)") from None
+                               f"{waited:g}s (stalled)") from None
         except http1.IncompleteBody as exc:
             raise self._broken(f"{what}: connection to {self._where(url)} broken "
                                f"({exc})") from None

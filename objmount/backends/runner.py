@@ -163,7 +163,12 @@ class Runner:
 
         Cancelled (a deadline, an interrupt), it abandons the thread if `abandon`.
         """
-        attempt = Attempt()
+        return await self._call_once(0, fn, *args, **kwargs)
+
+    async def _call_once(self, number: int, fn: Callable[P, T], *args: P.args,
+                         **kwargs: P.kwargs) -> T:
+        """`call_once` as attempt `number` of a call (0: its first try)."""
+        attempt = Attempt(number)
         try:
             return await threads.run_sync(lambda: run_attempt(attempt, fn, *args, **kwargs),
                                           self.limiter, abandon=self.abandon)
@@ -184,7 +189,7 @@ class Runner:
         attempt = 0
         while True:
             try:
-                return await self._attempt(deadline, fn, *args, **kwargs)
+                return await self._attempt(deadline, attempt, fn, *args, **kwargs)
             except BackendError as exc:
                 attempt += 1
                 if not exc.transient or attempt > self.retries:
@@ -198,12 +203,12 @@ class Runner:
             await trio.sleep(backoff_s)
             backoff_s *= 4
 
-    async def _attempt(self, deadline: Deadline | None, fn: Callable[P, T], *args: P.args,
-                       **kwargs: P.kwargs) -> T:
+    async def _attempt(self, deadline: Deadline | None, number: int, fn: Callable[P, T],
+                       *args: P.args, **kwargs: P.kwargs) -> T:
         if deadline is None:
-            return await self.call_once(fn, *args, **kwargs)
+            return await self._call_once(number, fn, *args, **kwargs)
         with trio.move_on_at(deadline.at):
-            return await self.call_once(fn, *args, **kwargs)
+            return await self._call_once(number, fn, *args, **kwargs)
         raise _exceeded(deadline, fn, args, None)
 
 

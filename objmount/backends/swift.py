@@ -87,6 +87,7 @@ from objmount.backends.base import (
     cut_page,
     listing_page_size_override,
 )
+from objmount.backends.deadline import is_retry
 from objmount.backends.http_get import (
     PooledHTTP,
     StatusError,
@@ -131,6 +132,13 @@ class _Connection(swiftclient.client.Connection):
             raise ClientException("the pre-issued token was refused", http_status=401)
         logsetup.register_secret(token)
         return url, token
+
+    def set_read_timeout(self, read_s: float) -> None:
+        """Bound the next requests' waits for a byte by `read_s` (the connect bound kept):
+        swiftclient reads `timeout` when it makes its HTTP connection, which then holds it."""
+        self.timeout = (self.timeout[0], read_s)
+        if self.http_conn is not None:
+            self.http_conn[1].requests_args["timeout"] = self.timeout
 
 
 class SwiftBackend:
@@ -588,6 +596,10 @@ class SwiftBackend:
         while True:
             with self._translated(what, key):
                 conn = self._connection()
+                # requests has one read timeout, for the first byte and every gap: a
+                # retry's is the longer wait for a first byte (Timeouts.head_s), as on
+                # the lean path; these are listings and HEADs, their bodies small.
+                conn.set_read_timeout(self.timeouts.head_s(is_retry()))
                 try:
                     result = op(conn)
                 except ClientException as exc:

@@ -281,3 +281,66 @@ def test_an_abandoned_read_gives_its_connection_up_at_the_next_chunk(
     with pytest.raises(BackendError, match="abandoned"):
         run_attempt(attempt, get, stalling_http, server, 0, len(BIG), None)
     assert time.monotonic() - started < 0.8
+
+
+# -- the wait for the first byte: a stall on a first attempt, patience on a retry ------
+
+PATIENT = Timeouts.for_reads(connect_s=2 * STALL_S, read_s=4, pool_size=4)  # head_s: 2 s
+
+
+def timed_attempt(http: PooledHTTP, server: FaultProxy,
+                  number: int) -> tuple[bytes | BackendError, float]:
+    """`timed_get` as attempt `number` of a runner call (0: its first try)."""
+    return run_attempt(Attempt(number), timed_get, http, server)
+
+
+def test_a_first_byte_slower_than_the_stall_window_fails_a_first_attempt_not_a_retry(
+    server: FaultProxy,
+) -> None:
+    """A store that takes 1 s (two stall windows) to start its answer (a large listing
+    page under load): the first try gives it up as a stall, a retry waits for it."""
+    http = PooledHTTP(PATIENT, "Test")
+    assert PATIENT.head_s(retry=True) == 2.0
+    server.add(big_answer(delay_s=2 * STALL_S))
+    result, elapsed = timed_attempt(http, server, 0)
+    assert isinstance(result, BackendError) and "stalled" in str(result)
+    assert STALL_S <= elapsed < 2 * STALL_S
+    result, elapsed = timed_attempt(http, server, 1)
+    assert result == BIG
+    assert 2 * STALL_S <= elapsed < PATIENT.head_s(retry=True)
+
+
+def test_a_retry_waits_for_a_first_byte_no_longer_than_its_head_limit(
+    server: FaultProxy,
+) -> None:
+    http = PooledHTTP(PATIENT, "Test")
+    server.add(big_answer(hold=True))
+    result, elapsed = timed_attempt(http, server, 1)
+    assert isinstance(result, BackendError) and result.transient
+    assert "no data from Test at" in str(result) and "for 2s (stalled)" in str(result)
+    assert 2.0 <= elapsed < 2.0 + 1.5  # its head limit, not the 4 s --timeout
+
+
+def test_a_retry_keeps_the_stall_rule_mid_body(server: FaultProxy) -> None:
+    """The first byte may come late on a retry; after it, gaps and trickles are stalls."""
+    http = PooledHTTP(PATIENT, "Test")
+    server.add(big_answer(rate_bytes_per_s=8 << 10))
+    result, elapsed = timed_attempt(http, server, 2)
+    assert isinstance(result, BackendError) and "fewer than 65536" in str(result)
+    assert elapsed < 2 * STALL_S + 1
+
+
+def test_a_runner_call_to_a_slow_starting_store_succeeds_on_its_retry(
+    server: FaultProxy,
+) -> None:
+    """Through the runner: the first attempt is given up after a stall window, the retry
+    (on a new connection) waits for the first byte, within the call's deadline."""
+    http = PooledHTTP(PATIENT, "Test")
+    server.add(big_answer(delay_s=3 * STALL_S))
+
+    async def call() -> bytes:
+        return await Runner(2, first_backoff_s=0.05, deadline_s=4).call(
+            get, http, server, 0, len(BIG), None)
+
+    assert trio.run(call) == BIG
+    assert [e.status for e in server.exchanges] == [206, 206]
