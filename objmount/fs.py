@@ -2,8 +2,9 @@
 
 Only this module and mount.py import pyfuse3. Names come from namespace.tree.Namespace,
 bytes from a readpath_base.ReadPath. Every exception becomes an errno in `_fuse_error`:
-NotFound -> ENOENT, anything that would write -> EROFS, all else -> EIO (logged
-once), because any other exception escaping a handler would end the mount.
+NotFound -> ENOENT (but EIO for a read: an object deleted under an open handle),
+anything that would write -> EROFS, all else -> EIO (logged once), because any
+other exception escaping a handler would end the mount.
 
 Handlers that may wait on the store (lookup, opendir, read) run through
 inflight.InFlight (for a read, as the pid that opened the handle: pyfuse3 gives
@@ -364,8 +365,10 @@ class ReadOnlyOperations(pyfuse3.Operations):
         try:
             return await self.in_flight.run(file.pid, file.handle.read, off, size)
         except BackendError as exc:
+            if isinstance(exc, NotFound):  # deleted since it was opened: read(2) is EIO,
+                exc = BackendError(f"{exc} (deleted since it was opened)")  # not ENOENT
             file.failure, file.failure_until = exc, trio.current_time() + FAILED_READ_S
-            raise
+            raise exc from None
 
     @_errno
     async def release(self, fh: int) -> None:
