@@ -3,22 +3,24 @@ itself (the `gets` counter of the root xattr user.objmount.stats)."""
 
 import os
 import random
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from tests.crafted_cache import du_bytes
-from tests.integration.conftest import data
-from tests.integration.mounting import (
-    MountProcess,
-    mounted,
-    objmount,
-    read_everything,
-    wait_for_version,
+from tests.integration.cache_kit import (
+    all_written,
+    block_files,
+    cached_block_bytes,
+    flip_a_byte,
+    reread,
+    root_mount,
+    truncate_in_place,
 )
+from tests.integration.conftest import data
 from tests.integration.mounting import mount_stats as stats
+from tests.integration.mounting import mounted, objmount, read_everything, wait_for_version
 from tests.integration.stores import TestStore, put_many
 from tests.servers.net import wait_until
 
@@ -39,10 +41,6 @@ def cache_data(store: TestStore) -> dict[str, bytes]:
     store.create_container(CONTAINER)
     put_many(store, CONTAINER, objects)
     return objects
-
-
-def cached_block_bytes(cache_dir: Path) -> int:
-    return sum(path.stat().st_size for path in cache_dir.rglob("*.blk"))
 
 
 def test_a_remount_with_the_same_cache_reads_with_zero_gets(
@@ -143,36 +141,16 @@ def test_a_corrupt_block_file_is_refetched(
     shard = {key: cache_data[key] for key in SHARD}
     with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", config, *args) as mount:
         read_everything(mount, shard)
-    block_files = sorted(cache_dir.rglob("*.blk"))
-    assert len(block_files) == 13
-    for path in block_files[:4]:
-        raw = bytearray(path.read_bytes())
-        raw[len(raw) // 2] ^= 0x55
-        path.write_bytes(bytes(raw))
-    truncated = block_files[4].read_bytes()
-    block_files[4].write_bytes(truncated[: len(truncated) // 2])  # (the last block is 3 bytes)
+    files = block_files(cache_dir)
+    assert len(files) == 13
+    for path in files[:4]:
+        flip_a_byte(path)
+    truncate_in_place(files[4], "half")  # (the last block is 3 bytes)
     with mounted(f"remote:{CONTAINER}", tmp_path / "mnt2", config, *args) as mount:
         read_everything(mount, shard)
         after = stats(mount)
     assert after["corrupt_blocks"] >= 5  # a block read twice at once may be found bad twice
     assert after["gets"] == 5
-
-
-def all_written(mount: MountProcess) -> None:
-    """Wait until every block fetched is in the cache (writes go on behind the reads)."""
-    wait_until(lambda: stats(mount)["blocks_stored"] == stats(mount)["gets"], 30,
-               "block writes")
-
-
-def reread(path: Path) -> bytes:
-    """Read a file through the mount again: its pages dropped first, so the read reaches
-    the mount (which may serve it from the block file it keeps open)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return os.pread(fd, 1 << 20, 0)
-    finally:
-        os.close(fd)
 
 
 def test_a_block_file_changed_while_the_mount_keeps_it_open_is_never_served(
@@ -342,12 +320,8 @@ def tiny_filesystem(tmp_path: Path) -> Path:
     """A 600 KiB tmpfs: room for the cache's database and a few blocks, then ENOSPC."""
     path = tmp_path / "tiny"
     path.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(path)],
-                           capture_output=True, check=False)
-    if mount.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield path
-    subprocess.run(["umount", "-l", str(path)], check=False)
+    with root_mount("-t", "tmpfs", "-o", "size=600k", "tmpfs", str(path)):
+        yield path
 
 
 def test_a_full_cache_disk_falls_back_to_uncached_reads_with_one_warning(
