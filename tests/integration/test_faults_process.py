@@ -9,12 +9,26 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from objmount.cache.blockfile import stored_bytes
+from tests.crafted_cache import du_bytes
 from tests.integration.bounds import within
-from tests.integration.mounting import force_unmount, mounted, objmount
+from tests.integration.cache_kit import reread
+from tests.integration.conftest import MiB, data
+from tests.integration.fault_kit import EIO_BOUND_S, FAST
+from tests.integration.mounting import (
+    MountProcess,
+    force_unmount,
+    mount_stats,
+    mounted,
+    objmount,
+    read_everything,
+)
+from tests.integration.stores import TestStore, put_many
 from tests.servers.net import wait_until
 
 pytestmark = pytest.mark.mount
@@ -130,3 +144,82 @@ def test_restart_mounts_again_after_each_sigkill_on_the_same_cache_and_gives_up_
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         force_unmount(mnt)
+
+
+# Two mounts and a warm-up share a cache of SHARED_CAP over SHARED_FILES (18 blocks of
+# 1M: three times the cap), so all three evict each other's blocks while one is killed.
+SHARED_FILES = {f"s/f{i}.bin": 2 * MiB + 1000 * i for i in range(6)}
+SHARED_CAP = 6 * MiB
+# The cap holds with several processes "to within what one transaction adds to the
+# index" (blocks.py): one block file's worth is the issue's bound.
+SHARED_BOUND = SHARED_CAP + stored_bytes(MiB)
+
+
+def test_two_mounts_and_warm_on_one_cache_one_mount_killed_mid_read_stay_exact_and_capped(
+    store: TestStore, config: Path, tmp_path: Path,
+) -> None:
+    """Mount A reads in a loop and is SIGKILLed mid-read; mount B reads everything and
+    `objmount warm` warms the container meanwhile, on the same cache dir. B and warm end
+    with exact bytes, the cache dir stays within the cap plus one block throughout
+    (sampled, as du counts it), and a remount reuses the cache."""
+    objects = {key: data(f"shared-{key}", size) for key, size in SHARED_FILES.items()}
+    store.create_container("shared-cache")
+    put_many(store, "shared-cache", objects)
+    cache_dir = tmp_path / "cache"
+    cache_args = ("--cache-dir", str(cache_dir), "--cache-max-size", f"{SHARED_CAP}",
+                  "--block-size", "1M")
+    args = (*FAST, *cache_args, "--dir-read-ahead", "0", "--cache-mem", "0")
+    sizes: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            sizes.append(du_bytes(cache_dir))
+
+    def read_forever(mount: MountProcess, first: threading.Event) -> None:
+        """Read every file again and again (past the page cache) until the mount dies."""
+        with contextlib.suppress(OSError):
+            while True:
+                for key, content in objects.items():
+                    assert reread(mount.path / key, len(content)) == content, key
+                    first.set()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    with mounted("remote:shared-cache", tmp_path / "a", config, *args) as a, \
+            mounted("remote:shared-cache", tmp_path / "b", config, *args) as b:
+        sampler.start()
+        first = threading.Event()
+        reader = threading.Thread(target=read_forever, args=(a, first), daemon=True)
+        reader.start()
+        warm = subprocess.Popen(
+            [sys.executable, "-m", "objmount", "warm", "remote:shared-cache", "--config",
+             str(config), *cache_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert first.wait(30)
+            os.killpg(a.proc.pid, signal.SIGKILL)  # mid-read: its reader is in a loop
+            a.proc.wait()
+            with within(2 * EIO_BOUND_S, "shared cache, one mount killed: the other reads"):
+                for key, content in objects.items():
+                    assert reread(b.path / key, len(content)) == content, key
+            _, err = warm.communicate(timeout=120)
+        finally:
+            if warm.poll() is None:
+                warm.kill()
+                warm.wait()
+        assert warm.returncode == 0, err
+        # It stops at the cap ("beyond --max-size"): the rest would evict what it fetched.
+        assert re.search(r"warmed [1-9]\d* objects", err), err
+        reader.join(30)
+        assert not reader.is_alive()
+    stop.set()
+    sampler.join()
+    assert sizes and max(sizes) <= SHARED_BOUND, (max(sizes), SHARED_BOUND)
+    apparent = int(subprocess.run(["du", "-sb", str(cache_dir)], capture_output=True,
+                                  text=True, check=True).stdout.split()[0])
+    assert du_bytes(cache_dir) <= SHARED_BOUND and apparent <= SHARED_BOUND, apparent
+    with mounted("remote:shared-cache", tmp_path / "c", config, *args) as c:
+        read_everything(c, objects)
+        counts = mount_stats(c)
+    assert counts["cache_hits"] > 0, counts  # the cache of the killed mount's run, reused
+    assert counts["gets"] < sum(-(-size // MiB) for size in SHARED_FILES.values()), counts
+    print(f"shared cache: du at most {max(sizes)} of {SHARED_BOUND} ({len(sizes)} samples)")
