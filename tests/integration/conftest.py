@@ -172,13 +172,27 @@ def shared_mount(
         yield process
 
 
+def put_fault_data(store: TestStore) -> dict[str, bytes]:
+    """Fill container `faults` of the fault suite (fault_kit.FILES); key -> content. The
+    same bytes every time: a second fill of a store changes nothing."""
+    objects = {key: data(f"faults-{key}", size) for key, size in fault_kit.FILES.items()}
+    store.create_container(fault_kit.CONTAINER)
+    if store.keys(fault_kit.CONTAINER) != set(objects):  # else filled already
+        put_many(store, fault_kit.CONTAINER, objects)
+    return objects
+
+
 @pytest.fixture(scope="session")
 def fault_data(store: TestStore) -> dict[str, bytes]:
     """Container `faults` of the fault suite (fault_kit.FILES), key -> content."""
-    objects = {key: data(f"faults-{key}", size) for key, size in fault_kit.FILES.items()}
-    store.create_container(fault_kit.CONTAINER)
-    put_many(store, fault_kit.CONTAINER, objects)
-    return objects
+    return put_fault_data(store)
+
+
+@pytest.fixture(scope="session")
+def every_store(moto_server: MotoS3Server, swift_stack: SwiftStack) -> list[TestStore]:
+    """Both backends at once, for a test whose long waits overlap across them (each
+    backend still asserted on its own)."""
+    return [S3Store(moto_server), SwiftStore(swift_stack)]
 
 
 # Keystone's token lifetime in the second stack (the main one's: 1 h).
