@@ -19,7 +19,6 @@ from tests.crafted_cache import du_bytes
 from tests.integration.bounds import within
 from tests.integration.cache_kit import reread
 from tests.integration.conftest import MiB, data
-from tests.integration.fault_kit import EIO_BOUND_S, FAST
 from tests.integration.mounting import (
     MountProcess,
     force_unmount,
@@ -153,6 +152,9 @@ SHARED_CAP = 6 * MiB
 # The cap holds with several processes "to within what one transaction adds to the
 # index" (blocks.py): one block file's worth is the issue's bound.
 SHARED_BOUND = SHARED_CAP + stored_bytes(MiB)
+# B reads its 12 MiB from a healthy store (1-3 s measured), while A dies and warm runs:
+# slack for 2 shared cores at load 4+.
+SHARED_READ_BOUND_S = 20.0
 
 
 def test_two_mounts_and_warm_on_one_cache_one_mount_killed_mid_read_stay_exact_and_capped(
@@ -168,7 +170,9 @@ def test_two_mounts_and_warm_on_one_cache_one_mount_killed_mid_read_stay_exact_a
     cache_dir = tmp_path / "cache"
     cache_args = ("--cache-dir", str(cache_dir), "--cache-max-size", f"{SHARED_CAP}",
                   "--block-size", "1M")
-    args = (*FAST, *cache_args, "--dir-read-ahead", "0", "--cache-mem", "0")
+    # Default network flags: no network fault here, and FAST's 1 s stall window made a
+    # mount's check of Swift fail once at load 13 (Keystone slower than 1 s to answer).
+    args = (*cache_args, "--dir-read-ahead", "0", "--cache-mem", "0")
     sizes: list[int] = []
     stop = threading.Event()
 
@@ -198,7 +202,7 @@ def test_two_mounts_and_warm_on_one_cache_one_mount_killed_mid_read_stay_exact_a
             assert first.wait(30)
             os.killpg(a.proc.pid, signal.SIGKILL)  # mid-read: its reader is in a loop
             a.proc.wait()
-            with within(2 * EIO_BOUND_S, "shared cache, one mount killed: the other reads"):
+            with within(SHARED_READ_BOUND_S, "shared cache, one mount killed: the other reads"):
                 for key, content in objects.items():
                     assert reread(b.path / key, len(content)) == content, key
             _, err = warm.communicate(timeout=120)
