@@ -10,7 +10,8 @@ thread still blocked when it passes is abandoned.
 
 An abandoned thread keeps its runner token until it ends (trio's rule), so
 abandoned threads never number more than --max-parallel, and it ends soon: its
-sockets obey the stall rule (backends/__init__.py), and the lean HTTP path
+sockets obey the stall rule (backends/__init__.py; a retry's wait for the first
+byte of an answer, Timeouts.head_s, at most --timeout/2), and the lean HTTP path
 (http_get.py) asks `abandoned()` between the chunks of a body and gives the
 connection up.
 
