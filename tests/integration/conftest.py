@@ -208,12 +208,13 @@ def mount(
         yield process
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_mount(
     dataset: dict[str, bytes], config: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MountProcess]:
-    """`mount` made once per test module (and backend), for modules whose tests only read
-    the dataset or try writes that must fail: a mount costs seconds, and they are many."""
+    """`mount` made once per backend, for the tests that only read the dataset or try
+    writes that must fail (test_reads, test_readonly, test_names, test_listing): a mount
+    costs 2-4 s here, most of it the CLI's start-up (Python and its imports)."""
     mountpoint = tmp_path_factory.mktemp("shared") / "mnt"
     with mounted("remote:dataset", mountpoint, config) as process:
         yield process
