@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.food11_archive import transformed
+from tests.food11_images import food11_images
 from tests.integration import bounds, fault_kit
 from tests.integration.docker_tier.ahead import docker_tier_of
 from tests.integration.mounting import MountProcess, mounted
@@ -218,6 +220,22 @@ def shared_mount(
     mountpoint = tmp_path_factory.mktemp("shared") / "mnt"
     with mounted("remote:dataset", mountpoint, config) as process:
         yield process
+
+
+FOOD11_CONTAINER = "food11-train"
+# 11 classes x (20 + 10) = 330 images of about 1.2 KB: a few seconds per epoch.
+FOOD11_PER_SPLIT = {"training": 20, "evaluation": 10}
+
+
+@pytest.fixture(scope="session")
+def food11(store: TestStore) -> dict[str, bytes]:
+    """Container `food11-train`: `{split}/class_NN/{label}_{n}.jpg`, as `objmount etl` loads
+    it, once per backend for every test that reads it (test_training, test_prefetch_sampler);
+    key -> content."""
+    objects = transformed(food11_images(FOOD11_PER_SPLIT))
+    store.create_container(FOOD11_CONTAINER)
+    put_many(store, FOOD11_CONTAINER, objects)
+    return objects
 
 
 @pytest.fixture(scope="session")
