@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.food11_archive import transformed
+from tests.food11_images import food11_images
 from tests.integration import bounds, fault_kit
+from tests.integration.docker_tier.ahead import docker_tier_of
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
+from tests.servers.ahead import Ahead
+from tests.servers.docker_engine import missing_programs
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.s3_server import MotoS3Server
 from tests.servers.swift_stack import SwiftStack
@@ -19,6 +24,9 @@ from tests.servers.swift_stack import SwiftStack
 BACKENDS = ["s3", "swift"]
 MiB = 1 << 20
 BIG_DIRECTORY_PAGE = 250  # objects per listing page in tests of big_directory
+# A stack's start is a deadline for a failure: 20-40 s here, more while other tests run
+# beside it (it is started ahead, see `ahead`).
+STACK_START_TIMEOUT_S = 180
 
 
 def data(seed: str, size: int) -> bytes:
@@ -36,6 +44,44 @@ def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     patch.undo()
 
 
+def is_docker_tier(item: pytest.Item) -> bool:
+    return item.get_closest_marker("docker") is not None
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping of items by fixture parameter
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Docker tier runs last, in its order: its images are built meanwhile (below)."""
+    items.sort(key=is_docker_tier)
+
+
+def uses_swift(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return "swift_stack" in item.fixturenames or (
+        callspec is not None and callspec.params.get("store") == "swift")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ahead(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Ahead]:
+    """The slow servers this run's tests will need, started in the background with its first
+    test (tests/servers/ahead.py): the Swift stacks come up while the S3 tests run (pytest
+    runs every test of one backend, then the other's), the Docker tier's images are built
+    while everything but the tier runs."""
+    servers = Ahead()
+    items = request.session.items
+    try:
+        if any(map(uses_swift, items)):
+            servers.start("swift_stack", swift_stack_of(tmp_path_factory))
+        if any("short_token_stack" in item.fixturenames for item in items):
+            servers.start("short_token_stack", short_token_stack_of(tmp_path_factory))
+        if not missing_programs() and any(map(is_docker_tier, items)):
+            servers.start("docker_tier", docker_tier_of(tmp_path_factory))
+        yield servers
+    finally:
+        servers.stop()
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Server]:
     server = MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log").start()
@@ -43,11 +89,14 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Serv
     server.stop()
 
 
+def swift_stack_of(tmp_path_factory: pytest.TempPathFactory) -> SwiftStack:
+    return SwiftStack(tmp_path_factory.mktemp("swift-stack"), start_timeout_s=STACK_START_TIMEOUT_S)
+
+
 @pytest.fixture(scope="session")
-def swift_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftStack]:
+def swift_stack(ahead: Ahead, tmp_path_factory: pytest.TempPathFactory) -> SwiftStack:
     """Keystone + Swift, started once per run (see tests/servers/swift_stack.py)."""
-    with SwiftStack(tmp_path_factory.mktemp("swift-stack")) as stack:
-        yield stack
+    return ahead.get("swift_stack", lambda: swift_stack_of(tmp_path_factory))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -161,12 +210,13 @@ def mount(
         yield process
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_mount(
     dataset: dict[str, bytes], config: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MountProcess]:
-    """`mount` made once per test module (and backend), for modules whose tests only read
-    the dataset or try writes that must fail: a mount costs seconds, and they are many."""
+    """`mount` made once per backend, for the tests that only read the dataset or try
+    writes that must fail (test_reads, test_readonly, test_names, test_listing): a mount
+    costs 2-4 s here, most of it the CLI's start-up (Python and its imports)."""
     mountpoint = tmp_path_factory.mktemp("shared") / "mnt"
     with mounted("remote:dataset", mountpoint, config) as process:
         yield process
@@ -179,6 +229,22 @@ def put_fault_data(store: TestStore) -> dict[str, bytes]:
     store.create_container(fault_kit.CONTAINER)
     if store.keys(fault_kit.CONTAINER) != set(objects):  # else filled already
         put_many(store, fault_kit.CONTAINER, objects)
+    return objects
+
+
+FOOD11_CONTAINER = "food11-train"
+# 11 classes x (20 + 10) = 330 images of about 1.2 KB: a few seconds per epoch.
+FOOD11_PER_SPLIT = {"training": 20, "evaluation": 10}
+
+
+@pytest.fixture(scope="session")
+def food11(store: TestStore) -> dict[str, bytes]:
+    """Container `food11-train`: `{split}/class_NN/{label}_{n}.jpg`, as `objmount etl` loads
+    it, once per backend for every test that reads it (test_training, test_prefetch_sampler);
+    key -> content."""
+    objects = transformed(food11_images(FOOD11_PER_SPLIT))
+    store.create_container(FOOD11_CONTAINER)
+    put_many(store, FOOD11_CONTAINER, objects)
     return objects
 
 
@@ -199,13 +265,26 @@ def every_store(moto_server: MotoS3Server, swift_stack: SwiftStack) -> list[Test
 TOKEN_LIFETIME_S = 6
 
 
-@pytest.fixture(scope="session")
-def short_token_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftStack]:
-    """A second stack whose tokens expire after TOKEN_LIFETIME_S (the main one: 1 h)."""
-    with SwiftStack(tmp_path_factory.mktemp("short-tokens"),
-                    token_expiration_s=TOKEN_LIFETIME_S) as stack:
-        swift = SwiftStore(stack)  # (shared by test_swift.py and test_faults_auth.py)
+class ShortTokenStack(SwiftStack):
+    """A second stack whose tokens expire after TOKEN_LIFETIME_S (the main one: 1 h), with
+    container `tokens`: f0.bin, f1.bin, f2.bin (shared by test_swift.py and
+    test_faults_auth.py)."""
+
+    def start(self) -> "ShortTokenStack":
+        super().start()
+        swift = SwiftStore(self)
         swift.create_container("tokens")
         for i in range(3):
             swift.put("tokens", f"f{i}.bin", data(f"token-{i}", MiB + i))
-        yield stack
+        return self
+
+
+def short_token_stack_of(tmp_path_factory: pytest.TempPathFactory) -> ShortTokenStack:
+    return ShortTokenStack(tmp_path_factory.mktemp("short-tokens"),
+                           token_expiration_s=TOKEN_LIFETIME_S,
+                           start_timeout_s=STACK_START_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def short_token_stack(ahead: Ahead, tmp_path_factory: pytest.TempPathFactory) -> SwiftStack:
+    return ahead.get("short_token_stack", lambda: short_token_stack_of(tmp_path_factory))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from objmount.backends import Timeouts, open_backend
 from objmount.cache.blocks import BlockStore
 from objmount.cache.index import FILE_NAME
 from objmount.cache.keys import BlockKey, name_of
@@ -97,9 +98,11 @@ def test_a_crafted_old_layout_never_runs_its_pickle(
     """An old diskcache cache.db planted by another user, with pickles in its keys and
     values: refused while it is theirs; once the user owns it, never opened (stats, verify,
     a mount's reads, clear), and `cache clear` removes it."""
-    with mounted(f"remote:{CONTAINER}", tmp_path / "probe", config, *BLOCK_ARGS) as probe:
-        etag = os.getxattr(probe.path / "planted/a.bin", "user.objmount.etag").decode()
-    source = source_for(parse_target(f"remote:{CONTAINER}", load_remotes(config)))
+    target = parse_target(f"remote:{CONTAINER}", load_remotes(config))
+    # The ETag a mount lists for it (and keys its blocks by): its listing's, as the backend's.
+    (listed,) = open_backend(target, Timeouts()).list_page("planted/a.bin", None, None).objects
+    etag = listed.etag
+    source = source_for(target)
     with foreign_area() as area:
         marker = area / "pickle-ran"
         outside = area / "outside"

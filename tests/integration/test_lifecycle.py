@@ -6,12 +6,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from objmount.mountpoint import is_mounted
-from tests.integration.mounting import force_unmount, mounted, objmount
+from tests.integration.mounting import MountProcess, force_unmount, mounted, objmount
 from tests.integration.stores import TestStore
 
 pytestmark = pytest.mark.mount
@@ -39,37 +40,57 @@ def test_a_signal_unmounts_cleanly(
         assert not is_mounted(mount.path)
 
 
-def test_allow_other_is_a_mount_option(
-    dataset: dict[str, bytes], config: Path, tmp_path: Path
-) -> None:
-    with mounted("remote:dataset", tmp_path / "mnt", config, "--allow-other") as mount:
-        options = next(
-            line.split()[3] for line in Path("/proc/self/mounts").read_text().splitlines()
-            if line.split()[1] == str(mount.path)
-        )
-        assert "allow_other" in options.split(",")
-
-
-@pytest.mark.parametrize("allow_other", [True, False])
-def test_only_allow_other_lets_another_user_read(
-    dataset: dict[str, bytes], config: Path, allow_other: bool
-) -> None:
+@pytest.fixture(scope="module")
+def shared_dir() -> Iterator[Path]:
+    """A directory everyone may enter (pytest's own are 0700): another user reaching a
+    mountpoint inside meets the mount's own permission check, not its parent's."""
     shared = Path(tempfile.mkdtemp(prefix="objmount-shared-"))
     shared.chmod(0o755)
-    args = ("--allow-other",) if allow_other else ()
     try:
-        with mounted("remote:dataset", shared / "mnt", config, *args) as mount:
-            as_nobody = subprocess.run(
-                ["cat", str(mount.path / "nested" / "top.txt")],
-                capture_output=True, preexec_fn=lambda: os.setuid(NOBODY), check=False,
-            )
-            if allow_other:
-                assert as_nobody.stdout == dataset["nested/top.txt"]
-            else:
-                assert as_nobody.returncode != 0
-                assert b"Permission denied" in as_nobody.stderr
+        yield shared
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def allow_other_mount(
+    dataset: dict[str, bytes], config: Path, shared_dir: Path
+) -> Iterator[MountProcess]:
+    """`dataset` mounted with --allow-other in `shared_dir`, once per module and backend,
+    for the tests that only look at it."""
+    with mounted("remote:dataset", shared_dir / f"allow-other-{config.parent.name}", config,
+                 "--allow-other") as mount:
+        yield mount
+
+
+def test_allow_other_is_a_mount_option(allow_other_mount: MountProcess) -> None:
+    options = next(
+        line.split()[3] for line in Path("/proc/self/mounts").read_text().splitlines()
+        if line.split()[1] == str(allow_other_mount.path)
+    )
+    assert "allow_other" in options.split(",")
+
+
+def read_as_nobody(path: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["cat", str(path)], capture_output=True,
+                          preexec_fn=lambda: os.setuid(NOBODY), check=False)
+
+
+def test_allow_other_lets_another_user_read(
+    dataset: dict[str, bytes], allow_other_mount: MountProcess
+) -> None:
+    as_nobody = read_as_nobody(allow_other_mount.path / "nested" / "top.txt")
+    assert as_nobody.stdout == dataset["nested/top.txt"]
+
+
+def test_without_allow_other_another_user_is_denied(
+    dataset: dict[str, bytes], config: Path, shared_dir: Path
+) -> None:
+    with mounted("remote:dataset", shared_dir / f"private-{config.parent.name}",
+                 config) as mount:
+        as_nobody = read_as_nobody(mount.path / "nested" / "top.txt")
+        assert as_nobody.returncode != 0
+        assert b"Permission denied" in as_nobody.stderr
 
 
 def test_daemon_returns_once_mounted_and_umount_unmounts(
@@ -183,12 +204,12 @@ class TestFailFast:
         assert_one_line_error(result, "not a directory")
 
     def test_mountpoint_already_mounted(
-        self, dataset: dict[str, bytes], config: Path, tmp_path: Path
+        self, allow_other_mount: MountProcess, config: Path
     ) -> None:
-        with mounted("remote:dataset", tmp_path / "mnt", config) as mount:
-            result = self.run("remote:dataset", mount.path, config)
-            assert_one_line_error(result, "already a mount point")
-            assert is_mounted(mount.path)
+        result = self.run("remote:dataset", allow_other_mount.path, config)
+        assert_one_line_error(result, "already a mount point")
+        assert is_mounted(allow_other_mount.path)
+        assert allow_other_mount.proc.poll() is None
 
     def test_unknown_remote(self, config: Path, tmp_path: Path) -> None:
         result = self.run("nosuch:dataset", tmp_path, config)

@@ -72,10 +72,12 @@ def test_new_objects_appear_after_the_dir_cache_time(
         assert not (mount.path / "first.txt").exists()
 
 
-def test_ls_l_xattrs_are_not_supported_and_ours_still_answer(mount: MountProcess) -> None:
+def test_ls_l_xattrs_are_not_supported_and_ours_still_answer(
+    shared_mount: MountProcess,
+) -> None:
     """`ls -l` asks security.selinux and system.posix_acl_access of every entry: ENOTSUP
     makes it stop asking for the mount (ENODATA would cost two requests per entry)."""
-    path = mount.path / "one.bin"
+    path = shared_mount.path / "one.bin"
     for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
         with pytest.raises(OSError) as raised:
             os.getxattr(path, name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from objmount.mountpoint import is_mounted
-from tests.integration.mounting import force_unmount, mounted, objmount
+from tests.integration.mounting import MountProcess, force_unmount, mounted, objmount
 from tests.integration.stores import S3Store, SwiftStore, TestStore
 from tests.integration.test_lifecycle import NOBODY, assert_one_line_error
 from tests.servers.s3_server import MotoS3Server
@@ -44,11 +44,10 @@ def test_a_planted_log_symlink_is_refused_and_its_target_untouched(
 
 
 def test_the_log_file_is_created_0600_in_the_foreground_and_by_the_daemon(
-    dataset: dict[str, bytes], config: Path, tmp_path: Path
+    dataset: dict[str, bytes], shared_mount: MountProcess, config: Path, tmp_path: Path
 ) -> None:
-    with mounted("remote:dataset", tmp_path / "mnt", config) as mount:
-        assert (mount.path / "one.bin").read_bytes() == dataset["one.bin"]
-        assert mode(mount.log_file) == 0o600
+    assert (shared_mount.path / "one.bin").read_bytes() == dataset["one.bin"]
+    assert mode(shared_mount.log_file) == 0o600  # the foreground mount's (mounting.mounted)
     mnt, log_file = tmp_path / "daemon-mnt", tmp_path / "daemon.log"
     mnt.mkdir()
     try:

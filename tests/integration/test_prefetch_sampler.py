@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from torchvision.datasets import ImageFolder
 
 from objmount.torch import PrefetchSampler
+from tests.integration.conftest import FOOD11_CONTAINER
 from tests.integration.mounting import mount_stats, mounted
 from tests.integration.stores import TestStore, gets_seen
-from tests.integration.test_training import load_food11
 from tests.servers.fault_proxy import FaultProxy
 
 pytestmark = [
@@ -23,15 +23,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
 ]
 
-CONTAINER = "food11-prefetch"
+CONTAINER = FOOD11_CONTAINER  # the `food11` fixture's (conftest.py)
 BATCH = 8
 AHEAD = 4
 BATCH_TIMEOUT_S = 60
-
-
-@pytest.fixture(scope="session")
-def food11_prefetch(store: TestStore) -> dict[str, bytes]:
-    return load_food11(store, CONTAINER)
 
 
 def digest_of(path: str) -> str:
@@ -80,11 +75,11 @@ def epoch(loaders: list[DataLoader]) -> Iterator[tuple[int, list[int], list[int]
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("kind", ["random", "distributed"])
 def test_prefetch_sampler_fetches_each_epoch_ahead_in_its_order_and_yields_it_unchanged(
-    store: TestStore, food11_prefetch: dict[str, bytes], relay: tuple[FaultProxy, Path],
+    store: TestStore, food11: dict[str, bytes], relay: tuple[FaultProxy, Path],
     tmp_path: Path, kind: str, workers: int,
 ) -> None:
     proxy, conf = relay
-    digests = {k: hashlib.sha256(v).hexdigest() for k, v in food11_prefetch.items()}
+    digests = {k: hashlib.sha256(v).hexdigest() for k, v in food11.items()}
     with mounted(f"remote:{CONTAINER}", tmp_path / "mnt", conf,
                  "--order-ahead", str(AHEAD)) as mount:
         folder = ImageFolder(mount.path / "training")

@@ -32,7 +32,7 @@ from objmount.config import Remote
 from objmount.errors import ObjmountError
 from tests.integration.bounds import within
 from tests.integration.conftest import TOKEN_LIFETIME_S, MiB, data
-from tests.integration.mounting import mounted, objmount
+from tests.integration.mounting import MountProcess, mounted, objmount
 from tests.integration.stores import SwiftStore, TestStore
 from tests.servers.fault_proxy import FaultProxy, Rule
 from tests.servers.net import free_port
@@ -96,39 +96,43 @@ def head(stack: SwiftStack, container: str, key: str) -> dict[str, str]:
     return stack.swift_connection().head_object(container, key)
 
 
+@pytest.fixture(scope="module", params=["per-directory", "fast-list"])
+def large_mount(
+    request: pytest.FixtureRequest, large_objects: bytes, config: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[MountProcess]:
+    """Container `large` mounted once per listing mode for the tests that only read it."""
+    args = ("--fast-list",) if request.param == "fast-list" else ()
+    with mounted("remote:large", tmp_path_factory.mktemp("large") / "mnt", config,
+                 *args) as mount:
+        yield mount
+
+
 class TestLargeObjects:
-    @pytest.mark.parametrize("listing", ["per-directory", "fast-list"])
     def test_slo_and_dlo_are_listed_with_their_size_and_read_byte_exact(
-        self, large_objects: bytes, config: Path, tmp_path: Path, listing: str
+        self, large_objects: bytes, large_mount: MountProcess
     ) -> None:
-        args = ("--fast-list",) if listing == "fast-list" else ()
-        with mounted("remote:large", tmp_path / "mnt", config, *args) as mount:
-            for name in ("slo.bin", "dlo.bin"):
-                assert os.stat(mount.path / name).st_size == LARGE_SIZE
-                read_ranges(mount.path / name, large_objects)
-            assert os.stat(mount.path / "empty.txt").st_size == 0
+        for name in ("slo.bin", "dlo.bin"):
+            assert os.stat(large_mount.path / name).st_size == LARGE_SIZE
+            read_ranges(large_mount.path / name, large_objects)
+        assert os.stat(large_mount.path / "empty.txt").st_size == 0
 
     def test_the_etag_is_the_one_a_head_shows(
-        self, large_objects: bytes, stack: SwiftStack, config: Path, tmp_path: Path
+        self, large_mount: MountProcess, stack: SwiftStack
     ) -> None:
-        with mounted("remote:large", tmp_path / "mnt", config) as mount:
-            for name in ("slo.bin", "dlo.bin"):
-                etag = os.getxattr(mount.path / name, "user.objmount.etag").decode()
-                assert etag == head(stack, "large", name)["etag"].strip('"')
+        for name in ("slo.bin", "dlo.bin"):
+            etag = os.getxattr(large_mount.path / name, "user.objmount.etag").decode()
+            assert etag == head(stack, "large", name)["etag"].strip('"')
 
-    @pytest.mark.parametrize("listing", ["per-directory", "fast-list"])
-    def test_folder_objects_are_directories(
-        self, large_objects: bytes, config: Path, tmp_path: Path, listing: str
-    ) -> None:
-        args = ("--fast-list",) if listing == "fast-list" else ()
-        with mounted("remote:large", tmp_path / "mnt", config, *args) as mount:
-            assert sorted(os.listdir(mount.path)) == [
-                "dlo.bin", "empty.txt", "folder", "lonely", "slashed", "slo.bin"
-            ]
-            for folder in ("folder", "lonely", "slashed"):
-                assert stat.S_ISDIR(os.stat(mount.path / folder).st_mode)
-            assert os.listdir(mount.path / "lonely") == []
-            assert (mount.path / "folder" / "inside.txt").read_bytes() == b"inside"
+    def test_folder_objects_are_directories(self, large_mount: MountProcess) -> None:
+        path = large_mount.path
+        assert sorted(os.listdir(path)) == [
+            "dlo.bin", "empty.txt", "folder", "lonely", "slashed", "slo.bin"
+        ]
+        for folder in ("folder", "lonely", "slashed"):
+            assert stat.S_ISDIR(os.stat(path / folder).st_mode)
+        assert os.listdir(path / "lonely") == []
+        assert (path / "folder" / "inside.txt").read_bytes() == b"inside"
 
     def test_if_match_guards_ranged_reads_of_large_objects(
         self, large_objects: bytes, stack: SwiftStack

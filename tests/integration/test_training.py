@@ -22,12 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
-from tests.food11_archive import transformed
 from tests.food11_images import CLASSES, SIZE_PX, food11_images
+from tests.integration.conftest import FOOD11_CONTAINER, FOOD11_PER_SPLIT
 from tests.integration.demo_notebook import NOTEBOOK, assert_demo_notebook_ran, blank_notebook
 from tests.integration.mounting import MountProcess, mounted
-from tests.integration.stores import S3Store, TestStore, put_many
-from tests.servers.s3_server import MotoS3Server
+from tests.integration.stores import TestStore, put_many
 
 pytestmark = [
     pytest.mark.mount,
@@ -36,9 +35,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning"),
 ]
 
-CONTAINER = "food11-train"
-# 11 classes x (20 + 10) = 330 images of about 1.2 KB: a few seconds per epoch.
-PER_SPLIT = {"training": 20, "evaluation": 10}
+CONTAINER = FOOD11_CONTAINER  # the `food11` fixture's (conftest.py)
 SHARDS = 4  # one per DataLoader worker
 SAMPLES_PER_SHARD = 25
 # A DataLoader batch that takes longer than this means a hung mount, not a slow one.
@@ -63,19 +60,6 @@ def shard(samples: dict[str, tuple[bytes, int]]) -> bytes:
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
     return out.getvalue()
-
-
-def load_food11(store: TestStore, container: str) -> dict[str, bytes]:
-    """Fill `container` with `{split}/class_NN/{label}_{n}.jpg`, as `objmount etl` loads it."""
-    objects = transformed(food11_images(PER_SPLIT))
-    store.create_container(container)
-    put_many(store, container, objects)
-    return objects
-
-
-@pytest.fixture(scope="module")
-def food11(store: TestStore) -> dict[str, bytes]:
-    return load_food11(store, CONTAINER)
 
 
 @pytest.fixture(scope="module")
@@ -187,25 +171,16 @@ def test_webdataset_reads_every_sample_of_tar_shards(
     assert seen == {key: label for key, (_, label) in shard_samples.items()}
 
 
-@pytest.fixture
-def s3_food11_mount(moto_server: MotoS3Server, tmp_path: Path) -> Iterator[MountProcess]:
-    """The Food-11 images on S3 only: the notebook is a document, not a backend behaviour,
-    and takes half a minute (its kernel imports torch and trains)."""
-    store = S3Store(moto_server)
-    load_food11(store, "food11-notebook")
-    config = tmp_path / "rclone.conf"
-    config.write_text(store.rclone_section("remote"))
-    with mounted("remote:food11-notebook", tmp_path / "mnt", config) as mount:
-        yield mount
-
-
+# On S3 only: the notebook is a document, not a backend behaviour, and takes half a minute
+# (its kernel imports torch and trains).
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
 def test_the_demo_notebook_runs_headless_against_a_mount(
-    s3_food11_mount: MountProcess, monkeypatch: pytest.MonkeyPatch
+    food11_mount: MountProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """notebooks/demo.ipynb trains, evaluates twice, and reports the cache's effect."""
-    monkeypatch.setenv("OBJMOUNT_DATA", str(s3_food11_mount.path))
+    monkeypatch.setenv("OBJMOUNT_DATA", str(food11_mount.path))
     monkeypatch.setenv("OBJMOUNT_TRAIN_STEPS", "20")
     notebook = blank_notebook()
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    assert_demo_notebook_ran(notebook, PER_SPLIT["evaluation"] * CLASSES, CLASSES)
+    assert_demo_notebook_ran(notebook, FOOD11_PER_SPLIT["evaluation"] * CLASSES, CLASSES)

@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import pwd
+import random
 import secrets
 import signal
 import socket
@@ -479,11 +480,13 @@ def _http_ok(url: str) -> bool:
 
 
 def _free_port_run(length: int) -> int:
-    """First port of ``length`` consecutive ports free on 127.0.0.1."""
+    """First port of ``length`` consecutive ports free on 127.0.0.1, below the ephemeral
+    range (tests/servers/net.py says why: a port from it can be taken by a client
+    connection before the server binds it, and the server fails to start)."""
+    from tests.servers.net import SERVER_PORTS  # not at the top: servers run this file alone
+
     for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            first = probe.getsockname()[1]
+        first = random.randrange(SERVER_PORTS.start, SERVER_PORTS.stop - length)
         sockets = []
         try:
             for port in range(first, first + length):

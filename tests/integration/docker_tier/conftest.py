@@ -1,4 +1,5 @@
-"""Fixtures of the Docker tier: a private engine and the images, once per test run.
+"""Fixtures of the Docker tier: a private engine and the images, once per test run, made
+while the tests before the tier run (ahead.py; tests/integration/conftest.py starts them).
 
 The tier needs root, dockerd, the docker client, docker-compose and mmdebstrap
 (`bash scripts/dev.sh test` installs them: Debian's docker.io, docker-compose and
@@ -7,27 +8,28 @@ leave the tier out with `pytest -m "not docker"`.
 """
 
 import sysconfig
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from tests.integration.docker_tier import images
+from tests.integration.docker_tier.ahead import DockerTier, docker_tier_of
+from tests.servers.ahead import Ahead
 from tests.servers.docker_engine import DockerEngine, missing_programs
-
-HERE = Path(__file__).parent
 
 
 @pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+def docker_tier(ahead: Ahead, tmp_path_factory: pytest.TempPathFactory) -> DockerTier:
+    """The private engine and the images, started ahead (ahead.py)."""
     missing = missing_programs()
     if missing:
         pytest.fail(f"the Docker tier needs {', '.join(missing)}: `bash scripts/dev.sh setup` "
                     "installs them (Debian's docker.io docker-compose mmdebstrap); "
                     "without Docker, leave the tier out: pytest -m 'not docker'", pytrace=False)
-    with DockerEngine(tmp_path_factory.mktemp("docker") / "engine") as engine:
-        yield engine
+    return ahead.get("docker_tier", lambda: docker_tier_of(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def docker_engine(docker_tier: DockerTier) -> DockerEngine:
+    return docker_tier.engine
 
 
 @pytest.hookimpl(wrapper=True)
@@ -41,30 +43,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 
 
 @pytest.fixture(scope="session")
-def base_image(docker_engine: DockerEngine) -> str:
-    return images.import_base(docker_engine)
+def objmount_image(docker_tier: DockerTier) -> str:
+    """docker/Dockerfile built over the local base, tagged as the compose files expect."""
+    return docker_tier.images["objmount"]
 
 
 @pytest.fixture(scope="session")
-def built_images(docker_engine: DockerEngine, base_image: str) -> dict[str, str]:
-    """Both images, built at once (much of each build waits on Debian or PyPI)."""
-    with ThreadPoolExecutor(2) as pool:
-        # docker/Dockerfile over the local base, tagged as the compose files expect.
-        objmount = pool.submit(images.build, docker_engine, images.REPO / "docker/Dockerfile",
-                               images.REPO, images.OBJMOUNT_TAG, base_image)
-        jupyter = pool.submit(images.build_cached, docker_engine, HERE / "jupyter.Dockerfile",
-                              images.JUPYTER_TAG, base_image)
-        return {"objmount": objmount.result(), "jupyter": jupyter.result()}
-
-
-@pytest.fixture(scope="session")
-def objmount_image(built_images: dict[str, str]) -> str:
-    return built_images["objmount"]
-
-
-@pytest.fixture(scope="session")
-def jupyter_image(built_images: dict[str, str]) -> str:
-    return built_images["jupyter"]
+def jupyter_image(docker_tier: DockerTier) -> str:
+    return docker_tier.images["jupyter"]
 
 
 @pytest.fixture(scope="session")
