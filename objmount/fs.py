@@ -6,12 +6,13 @@ NotFound -> ENOENT (but EIO for a read: an object deleted under an open handle),
 anything that would write -> EROFS, all else -> EIO (logged once), because any
 other exception escaping a handler would end the mount.
 
-Handlers that may wait on the store (lookup, opendir, read) run through
-inflight.InFlight (for a read, as the pid that opened the handle: pyfuse3 gives
-read no context): a deadline per request (EIO once it passes, whatever the
-retries), and EINTR at once when the caller has a signal pending (pyfuse3 never
-delivers FUSE_INTERRUPT: see inflight.py). open never waits: the GET of a small
-file it starts runs in the background, bounded by the runner's own deadline.
+Handlers that may wait on the store (opendir, read, and a lookup in a directory
+never listed) run through inflight.InFlight (for a read, as the pid that opened the
+handle: pyfuse3 gives read no context): a deadline per request (EIO once it
+passes, whatever the retries), and EINTR at once when the caller has a signal
+pending (pyfuse3 never delivers FUSE_INTERRUPT: see inflight.py). open never
+waits: the GET of a small file it starts runs in the background, bounded by the
+runner's own deadline.
 
 Inodes are rows of the namespace's database, never reused and answering by
 number for the life of the mount, so lookup counts need no bookkeeping (forget
@@ -275,11 +276,15 @@ class ReadOnlyOperations(pyfuse3.Operations):
         return entry
 
     @_errno
-    @_store_request(_caller)
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = await self.namespace.lookup(parent_inode, os.fsdecode(name))
+        text = os.fsdecode(name)
+        # A listed directory answers at once: the deadline and watch (~15 us) only for
+        # a lookup that waits for a listing.
+        node = self.namespace.lookup_now(parent_inode, text)
+        if node is None:
+            node = await self.in_flight.run(_pid(ctx), self.namespace.lookup, parent_inode, text)
         return self._attributes(node)
 
     @_errno

@@ -28,7 +28,12 @@ Invariants:
   skipped, reported once); trusted_schema is off;
 - reads (point queries and pages of a few hundred rows) run on the caller's
   thread through the reader connection; every write goes through the writer
-  connection, in one worker thread at a time (WAL: readers never wait for it).
+  connection, in one worker thread at a time (WAL: readers never wait for it);
+- the rows of the last RECENT_ROWS inodes read by point query are kept in memory
+  (a FUSE open and release ask again for the inode a lookup just found): a write
+  transaction empties them before it starts and once it ends, and a query that
+  overlapped one (its generation moved) keeps nothing, so a row kept is never
+  older than the last committed write.
 
 The file is private to one mount (a working copy); snapshot.py publishes copies.
 Every method blocks on SQLite.
@@ -58,6 +63,9 @@ CHANGES_REPORTED = 10_000
 # outside the mount's RSS).
 READER_CACHE_KIB = 8 << 10
 _MAX_ETAG = 1024
+# Inodes whose rows are kept (~200 bytes each): more than the files a mount's readers
+# have between lookup and release at once.
+RECENT_ROWS = 4096
 
 SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
@@ -209,6 +217,8 @@ class ListingDB:
         self.source = source
         self.prefix = prefix
         self._listings = 0
+        self._recent: dict[int, Row] = {}  # by inode; see the module docstring
+        self._generation = 0  # moved by every write transaction, at its start and end
         self._w = _connect(path)
         try:
             self._w.execute("PRAGMA journal_mode = WAL")
@@ -262,15 +272,35 @@ class ListingDB:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction on the writer connection: committed, or rolled back."""
-        self._w.execute("BEGIN IMMEDIATE")
+        """One write transaction on the writer connection: committed, or rolled back.
+        The rows kept in memory are dropped before it starts and once it ended."""
+        self._forget_recent()
         try:
-            yield self._w
-            self._w.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                self._w.execute("ROLLBACK")
-            raise
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._w
+                self._w.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._w.execute("ROLLBACK")
+                raise
+        finally:
+            self._forget_recent()
+
+    def _forget_recent(self) -> None:
+        # Generation first: a reader's query in flight then keeps nothing. (Atomic
+        # enough across threads: an int rebound and a new dict, under the GIL.)
+        self._generation += 1
+        self._recent = {}
+
+    def _keep(self, row: Row, generation: int) -> None:
+        """Keep `row`, read by a query started at `generation`, unless a write overlapped it."""
+        recent = self._recent
+        if generation != self._generation:
+            return
+        if len(recent) >= RECENT_ROWS:
+            del recent[next(iter(recent))]  # the oldest kept
+        recent[row.ino] = row
 
     # Reads (the reader connection: one thread at a time, the trio thread in a mount).
 
@@ -291,16 +321,26 @@ class ListingDB:
 
     def lookup(self, parent: int, name: str) -> Row | None:
         """The entry `name` of directory `parent`, or None."""
-        return self._one(f"SELECT {_COLUMNS} FROM entries WHERE parent = ? AND name = ?",
-                         (parent, name))
+        generation = self._generation
+        found = self._one(f"SELECT {_COLUMNS} FROM entries WHERE parent = ? AND name = ?",
+                          (parent, name))
+        if found is not None:
+            self._keep(found, generation)
+        return found
 
     def row(self, ino: int) -> Row | None:
         """The entry of inode `ino`, with its name or gone, or None."""
+        found = self._recent.get(ino)
+        if found is not None:
+            return found
+        generation = self._generation
         found = self._one(f"SELECT {_COLUMNS} FROM entries WHERE ino = ?", (ino,))
         if found is None:
             rows = self._rows(self._r.execute(
                 f"SELECT {_GONE_COLUMNS} FROM gone WHERE ino = ?", (ino,)), gone=True)
             found = rows[0] if rows else None
+        if found is not None:
+            self._keep(found, generation)
         return found
 
     def page(self, parent: int, after: str | None, limit: int) -> list[Row]:

@@ -308,11 +308,27 @@ class Namespace:
     async def lookup(self, parent: int, name: str) -> Node:
         """Return the child `name` of directory `parent`; raises NotFound (at once for a
         name no entry can have, such as invalid UTF-8 from the kernel), NotADirectoryError."""
+        directory = self._named_dir(parent, name)
+        await self._use(directory)
+        return self._child(directory, name)
+
+    def lookup_now(self, parent: int, name: str) -> Node | None:
+        """`lookup` where it needs no wait: None if the directory was never listed (a
+        listing to wait for), else the node, or the same errors."""
+        directory = self._named_dir(parent, name)
+        if directory.listed_at is None:
+            return None
+        self._used(directory)
+        return self._child(directory, name)
+
+    def _named_dir(self, parent: int, name: str) -> _Dir:
         directory = self._dir(parent)
         if name_problem(name) is not None:
             raise NotFound(f"{directory.key}{name!r}: no such file or directory")
-        await self._use(directory)
-        row = self.db.lookup(parent, name)
+        return directory
+
+    def _child(self, directory: _Dir, name: str) -> Node:
+        row = self.db.lookup(directory.inode, name)
         if row is None:
             raise NotFound(f"{directory.key}{name}: no such file or directory")
         return self._node(row, directory)
@@ -413,6 +429,11 @@ class Namespace:
                 break
             await directory.listing.wait()
             # That listing failed with nothing to fall back on, or gave up: try ourselves.
+        self._used(directory)
+
+    def _used(self, directory: _Dir) -> None:
+        """The rest of a demand use of a listed directory (no wait): queue a background
+        re-listing of an expired one; list its subdirectories ahead."""
         if not self._fresh(directory):
             self._refresh_later(directory)
         self.list_ahead.used(directory.inode)

@@ -490,3 +490,54 @@ async def test_a_snapshot_publish_cut_short_by_the_unmount_is_written_by_close(
     assert not published.exists()
     await ns.close()
     assert published.exists()
+
+
+@trio_test
+async def test_rows_kept_in_memory_never_outlive_a_write() -> None:
+    backend = FakeBackend({"a": b"1"})
+    clock = Clock()
+    ns = namespace(backend, ttl_s=1, clock=clock)
+    async with serving(ns):
+        a = await ns.lookup(ROOT_INODE, "a")
+        assert ns.get(a.inode).obj.size == 1 and ns.current(a.inode).size == 1
+        backend.objects["a"] = b"changed"
+        clock.now += 5
+        await ns.children(ROOT_INODE)
+        await eventually(lambda: ns.db.lookup(ROOT_INODE, "a").size == 7, "the re-listing")
+    assert ns.get(a.inode).gone  # the row kept at lookup went with the write
+    assert ns.current(a.inode).size == 7
+
+
+def test_a_row_read_while_a_write_commits_is_not_kept() -> None:
+    ns = namespace(FakeBackend({"a": b"1"}))
+    a = run(ns.lookup, ROOT_INODE, "a")
+    db = ns.db
+    reader = db._r
+    with db.write():  # what the lookup kept goes
+        pass
+    queries = []
+
+    class Reader:
+        """The reader connection, counting queries; with `commit`, a write commits
+        while the next query runs."""
+
+        commit = True
+
+        def execute(self, *args):
+            queries.append(args[0])
+            if self.commit:
+                self.commit = False
+                with db.write() as conn:
+                    conn.execute("UPDATE entries SET size = 5 WHERE ino = ?", (a.inode,))
+            return reader.execute(*args)
+
+    db._r = Reader()
+    try:
+        assert db.row(a.inode).size == 5
+        assert len(queries) == 1
+        assert db.row(a.inode).size == 5
+        assert len(queries) == 2  # the row read across the commit was not kept
+        assert db.row(a.inode).size == 5
+        assert len(queries) == 2  # the one read after it is
+    finally:
+        db._r = reader
