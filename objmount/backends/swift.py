@@ -180,10 +180,12 @@ class SwiftBackend:
         self._page_size: int | None = None  # asked of /info at the first listing
 
     def describe(self) -> str:
+        """Where the container is, for messages: URLs without userinfo or query."""
         if self._storage_url:  # given, or read from the catalog by now
-            return f"swift container {self.container!r} at {self._storage_url}"
+            return f"swift container {self.container!r} at {logsetup.redact_url(self._storage_url)}"
         region = f", region {self.auth.region}" if self.auth.region else ""
-        return f"swift container {self.container!r} at {self.auth.auth_url}{region}"
+        where = logsetup.redact_url(self.auth.auth_url)
+        return f"swift container {self.container!r} at {where}{region}"
 
     def check(self, prefix: str) -> None:
         # A HEAD, not a listing: a mount from a listing snapshot lists nothing.

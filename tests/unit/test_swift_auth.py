@@ -4,6 +4,7 @@ import pytest
 from keystoneauth1.identity import v3
 
 from objmount import log as logsetup
+from objmount.backends import Timeouts
 from objmount.backends.keystone import (
     APP_CREDENTIAL,
     PASSWORD,
@@ -259,3 +260,18 @@ def test_secrets_from_the_environment_are_redacted_and_never_in_repr() -> None:
     assert logsetup.redact("x env-secret-123 env-token-456") == "x *** ***"
     assert "env-secret-123" not in repr(a)
     assert "env-token-456" not in repr(a)
+
+
+@pytest.mark.parametrize("option", ["storage_url", "auth"])
+def test_a_backend_describes_its_urls_without_userinfo_or_query(option: str) -> None:
+    from objmount.backends.swift import SwiftBackend
+
+    options = {"user": "u", "key": "k", "auth": "https://keystone/v3",
+               option: "https://name:pw@swift.example/v1/AUTH_p?temp_url_sig=abcd1234"}
+    if option == "storage_url":
+        options["auth_token"] = "tok"
+    backend = SwiftBackend(Remote("r", "swift", {"type": "swift", **options}), "c", Timeouts(),
+                           env={})
+    described = backend.describe()
+    assert "swift.example/v1/AUTH_p" in described
+    assert "pw" not in described and "abcd1234" not in described
