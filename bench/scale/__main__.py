@@ -40,6 +40,9 @@ from bench.servers import BACKENDS, make_store
 BENCH_DIR = REPO_DIR / "bench"
 README_MARKERS = ("<!-- scale-results:start -->", "<!-- scale-results:end -->")
 WALK_TIMEOUT_S = 3600.0
+# objmount publishes its listing snapshot as it unmounts: ~100 MB for 1M objects,
+# written and synced (seconds; more under load), never to be cut short by a SIGKILL.
+UNMOUNT_TIMEOUT_S = 180.0
 OBJMOUNT = MountSpec("objmount", "objmount", ("-v",))  # -v: its INFO lines (the ready time)
 READY = re.compile(r"ready in ([0-9.]+) s")
 RCLONE = MountSpec("rclone off tuned", "rclone", ("--vfs-cache-mode", "off", *RCLONE_TUNED),
@@ -116,7 +119,7 @@ def mounted_walk(spec: MountSpec, tools: Tools, site: harness.Site, count: int,
         run.note = f"failed: {exc!r}"[:80]
     finally:
         started = time.monotonic()
-        mount.stop()
+        mount.stop(UNMOUNT_TIMEOUT_S)
         run.unmount_s = time.monotonic() - started
     if spec.tool == "objmount":
         found = READY.findall(mount.log_path.read_text(errors="replace"))
