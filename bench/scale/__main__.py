@@ -166,7 +166,7 @@ def start_site(backend: str, tools: Tools, work_dir: Path, run_dir: Path, count:
     container = f"scale-{count}"
     site_dir = run_dir / f"{backend}-{count}"
     site_dir.mkdir(parents=True, exist_ok=True)
-    store = make_store(backend, tools.weed, work_dir / "weed-scale", site_dir)
+    store = make_store(backend, tools.weed, work_dir / "weed-scale", site_dir, tree.WEED_ARGS)
     cleanup.callback(store.stop)
     store.start()
     if backend == "s3":

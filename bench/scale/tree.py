@@ -18,6 +18,11 @@ from pathlib import Path
 
 FILES_PER_CLASS = 1000
 MARKER = ".complete"
+# SeaweedFS makes volumes per bucket, several at a time, and `-volume.max=0` allows
+# only as many as the free disk would hold full (1 GiB each): the 1M bucket, beside
+# the 100k one, found none left ("No writable volumes"). These volumes stay nearly
+# empty (16-byte files), so a fixed count is safe.
+WEED_ARGS = ("-volume.max=64",)
 # Files `weed filer.copy` uploads at once (its default is 8).
 COPY_CONCURRENCY = 64
 
@@ -64,9 +69,14 @@ def upload_seaweed(weed: Path, filer_port: int, bucket: str, root: Path, count: 
         client.create_bucket(Bucket=bucket)
     started = time.monotonic()
     print(f"bench.scale: uploading {count:,} objects to SeaweedFS bucket {bucket}", flush=True)
-    subprocess.run([str(weed), "filer.copy", "-c", str(COPY_CONCURRENCY), str(root / "train"),
-                    f"http://127.0.0.1:{filer_port}/buckets/{bucket}/"],
-                   check=True, stdout=subprocess.DEVNULL)
+    copy = subprocess.run([str(weed), "filer.copy", "-c", str(COPY_CONCURRENCY),
+                           str(root / "train"), f"http://127.0.0.1:{filer_port}/buckets/{bucket}/"],
+                          check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, errors="replace")
+    # filer.copy exits 0 when files failed: its errors on stderr say so (no marker then).
+    failed = [line for line in copy.stderr.splitlines() if "copy file error" in line]
+    if failed:
+        raise RuntimeError(f"weed filer.copy: {len(failed)} errors, the first: {failed[0][:300]}")
     seconds = time.monotonic() - started
     marker.write_text(str(count))
     return seconds
