@@ -83,6 +83,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=REPO_DIR / ".bench")
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--keep-from", type=Path, default=None,
+                        help="a previous results .json: its rows of stores and counts this "
+                             "run does not measure are kept (named in the facts)")
     args = parser.parse_args()
     args.count_list = {"s3": _counts(args.counts), "swift": _counts(args.swift_counts)}
     args.config_keys = {c.strip() for c in args.configs.split(",") if c.strip()}
@@ -179,6 +182,23 @@ def start_site(backend: str, tools: Tools, work_dir: Path, run_dir: Path, count:
     facts[f"{report.STORE_TITLES[backend]} server"] = store.describe()
     return harness.behind_relay(backend, store, container, site_dir, rtt_ms, seconds is not None,
                                 cleanup)
+
+
+def keep_rows(path: Path, runs: list[Run], facts: dict[str, str]) -> list[Run]:
+    """The rows of the results file `path` whose store and count `runs` lack; its facts
+    that this run's lack are added, its date and load named."""
+    old = json.loads(path.read_text())
+    measured = {(r.backend, r.count) for r in runs}
+    kept = [Run(**r) for r in old["runs"] if (r["backend"], r["count"]) not in measured]
+    if kept:
+        where = sorted({f"{report.STORE_TITLES.get(r.backend, 'local')} {r.count:,}"
+                        for r in kept})
+        facts[f"rows of {', '.join(where)}"] = (
+            f"from the run of {old['facts'].get('date')}, load average (1 min) at start, "
+            f"end {old['facts'].get('load average (1 min) at start, end')}")
+        for key, value in old["facts"].items():
+            facts.setdefault(key, value)
+    return kept
 
 
 def markdown(header: list[str], runs: list[Run]) -> str:
@@ -278,6 +298,8 @@ def main() -> int:
             runs += local_walk(roots[count], count)
     facts["duration"] = f"{(time.monotonic() - started) / 60:.1f} min"
     facts["load average (1 min) at start, end"] = f"{load_start}, {load_average()}"
+    if args.keep_from is not None:
+        runs += keep_rows(args.keep_from, runs, facts)
     header = ["### Run", ""] + [f"- {k}: {v}" for k, v in facts.items()]
     text = markdown(header, runs)
     print()
