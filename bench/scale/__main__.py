@@ -84,8 +84,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument("--keep-from", type=Path, default=None,
-                        help="a previous results .json: its rows of stores and counts this "
-                             "run does not measure are kept (named in the facts)")
+                        help="a previous results .json: its rows of stores, counts and "
+                             "configurations this run does not measure are kept (named in "
+                             "the facts)")
     args = parser.parse_args()
     args.count_list = {"s3": _counts(args.counts), "swift": _counts(args.swift_counts)}
     args.config_keys = {c.strip() for c in args.configs.split(",") if c.strip()}
@@ -185,11 +186,12 @@ def start_site(backend: str, tools: Tools, work_dir: Path, run_dir: Path, count:
 
 
 def keep_rows(path: Path, runs: list[Run], facts: dict[str, str]) -> list[Run]:
-    """The rows of the results file `path` whose store and count `runs` lack; its facts
-    that this run's lack are added, its date and load named."""
+    """The rows of the results file `path` whose store, count and configuration `runs`
+    lack; its facts that this run's lack are added, its date and load named."""
     old = json.loads(path.read_text())
-    measured = {(r.backend, r.count) for r in runs}
-    kept = [Run(**r) for r in old["runs"] if (r["backend"], r["count"]) not in measured]
+    measured = {(r.backend, r.count, r.config) for r in runs}
+    kept = [Run(**r) for r in old["runs"]
+            if (r["backend"], r["count"], r["config"]) not in measured]
     if kept:
         where = sorted({f"{report.STORE_TITLES.get(r.backend, 'local')} {r.count:,}"
                         for r in kept})
