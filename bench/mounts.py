@@ -253,10 +253,11 @@ class Mount:
         except (OSError, ValueError):
             return {}
 
-    def stop(self) -> None:
-        """Stop the mount process and make sure nothing stays mounted; never raises."""
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the mount process (SIGKILL after `timeout_s`) and make sure nothing stays
+        mounted; never raises."""
         try:
-            procs.stop(self.proc, timeout_s=15)
+            procs.stop(self.proc, timeout_s=timeout_s)
         finally:
             force_unmount(self.path)
 

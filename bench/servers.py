@@ -100,8 +100,10 @@ class SeaweedS3:
 
     backend = "s3"
 
-    def __init__(self, weed: Path, data_dir: Path, run_dir: Path) -> None:
+    def __init__(self, weed: Path, data_dir: Path, run_dir: Path,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.weed = weed
+        self.extra_args = extra_args  # more `weed server` flags (a later one wins)
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.access_key = "bench-" + secrets.token_hex(4)
@@ -141,7 +143,7 @@ class SeaweedS3:
             "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
             # Small volumes: the data set spreads over several, as on a real cluster;
             # 0 = as many volumes as the free disk allows.
-            "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+            "-master.volumeSizeLimitMB=1024", "-volume.max=0", *self.extra_args,
         ]
         self.proc = procs.spawn(args, self.run_dir / "weed.log")
         procs.wait_until(self._accepts_writes, timeout_s, "SeaweedFS S3",
@@ -338,10 +340,12 @@ class SwiftObjects:
         return url, [f"X-Auth-Token: {self.token}"]
 
 
-def make_store(backend: str, tools_weed: Path, state_dir: Path, run_dir: Path) -> Store:
-    """The store of `backend`: SeaweedFS keeps `state_dir` between runs, Swift starts afresh."""
+def make_store(backend: str, tools_weed: Path, state_dir: Path, run_dir: Path,
+               weed_args: tuple[str, ...] = ()) -> Store:
+    """The store of `backend`: SeaweedFS keeps `state_dir` between runs, Swift starts afresh.
+    `weed_args`: more flags of SeaweedFS's server."""
     if backend == "s3":
-        return SeaweedS3(tools_weed, state_dir, run_dir)
+        return SeaweedS3(tools_weed, state_dir, run_dir, weed_args)
     if backend == "swift":
         return SwiftServer(run_dir / "swift")
     raise ValueError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")

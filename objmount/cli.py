@@ -14,14 +14,13 @@ from typing import Annotated
 
 import typer
 
-from objmount import __version__, controlcli, daemon
+from objmount import __version__, daemon
 from objmount import log as logsetup
 from objmount.backends import Timeouts
 from objmount.cache import cli as cache_cli
 from objmount.cache import settings as cache_settings
 from objmount.config import default_config_path, load_remotes, parse_target
 from objmount.errors import ConfigError, ObjmountError
-from objmount.etl.cli import etl_app
 from objmount.mountpoint import is_mounted, propagation_warning, unmount
 from objmount.options import ConfigOpt, LogFileOpt, VerboseOpt
 from objmount.supervisor import Supervisor
@@ -57,11 +56,22 @@ def _global_options(
     """Options before the command: only --version (the app's help is its own)."""
 
 
-app.add_typer(etl_app, name="etl")
 app.add_typer(cache_cli.cache_app, name="cache")
 app.command("warm")(cache_cli.warm_command)
-app.command("prefetch")(controlcli.prefetch_command)
-app.command("stats")(controlcli.stats_command)
+
+# Commands of modules nothing else imports (the ETL, the control client: a third of
+# the CLI's imports): registered only for a command line that may name them, so that
+# `objmount mount`, run for every mount, neither imports nor builds them.
+LAZY_COMMANDS = ("etl", "prefetch", "stats")
+
+
+def _add_lazy_commands() -> None:
+    from objmount import controlcli
+    from objmount.etl.cli import etl_app
+
+    app.add_typer(etl_app, name="etl")
+    app.command("prefetch")(controlcli.prefetch_command)
+    app.command("stats")(controlcli.stats_command)
 
 
 @app.command("mount")
@@ -304,6 +314,7 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 def _with_default_command(argv: list[str]) -> list[str]:
     commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
     commands |= {group.name for group in app.registered_groups if group.name}
+    commands |= set(LAZY_COMMANDS)
     if argv and argv[0] not in commands and argv[0] not in ("-h", "--help", "-V", "--version"):
         return ["mount", *argv]
     return argv
@@ -312,6 +323,8 @@ def _with_default_command(argv: list[str]) -> list[str]:
 def main() -> None:
     """Console entry point: run the app, turning every ObjmountError into one line."""
     argv = _with_default_command(sys.argv[1:])
+    if argv[0] not in ("mount", "umount") if argv else True:
+        _add_lazy_commands()
     try:
         app(args=argv, prog_name="objmount")  # usage errors: typer prints and exits 2
     except ObjmountError as exc:

@@ -19,9 +19,13 @@ it ends, also on Ctrl-C, SIGTERM or an error.
 """
 
 import argparse
+import compileall
 import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +40,9 @@ from bench.servers import BACKENDS, make_store
 BENCH_DIR = REPO_DIR / "bench"
 README_MARKERS = ("<!-- scale-results:start -->", "<!-- scale-results:end -->")
 WALK_TIMEOUT_S = 3600.0
+# objmount publishes its listing snapshot as it unmounts: ~100 MB for 1M objects,
+# written and synced (seconds; more under load), never to be cut short by a SIGKILL.
+UNMOUNT_TIMEOUT_S = 180.0
 OBJMOUNT = MountSpec("objmount", "objmount", ("-v",))  # -v: its INFO lines (the ready time)
 READY = re.compile(r"ready in ([0-9.]+) s")
 RCLONE = MountSpec("rclone off tuned", "rclone", ("--vfs-cache-mode", "off", *RCLONE_TUNED),
@@ -76,6 +83,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=REPO_DIR / ".bench")
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--keep-from", type=Path, default=None,
+                        help="a previous results .json: its rows of stores, counts and "
+                             "configurations this run does not measure are kept (named in "
+                             "the facts)")
     args = parser.parse_args()
     args.count_list = {"s3": _counts(args.counts), "swift": _counts(args.swift_counts)}
     args.config_keys = {c.strip() for c in args.configs.split(",") if c.strip()}
@@ -93,6 +104,7 @@ def mounted_walk(spec: MountSpec, tools: Tools, site: harness.Site, count: int,
     run = Run(site.backend, count, label)
     before = site.relay.counters()
     try:
+        warm_start(spec, tools)
         started = time.monotonic()  # the tools' own start-up from the page cache
         mount.start(fresh=fresh)
         run.mount_s = time.monotonic() - started
@@ -111,7 +123,7 @@ def mounted_walk(spec: MountSpec, tools: Tools, site: harness.Site, count: int,
         run.note = f"failed: {exc!r}"[:80]
     finally:
         started = time.monotonic()
-        mount.stop()
+        mount.stop(UNMOUNT_TIMEOUT_S)
         run.unmount_s = time.monotonic() - started
     if spec.tool == "objmount":
         found = READY.findall(mount.log_path.read_text(errors="replace"))
@@ -122,6 +134,23 @@ def mounted_walk(spec: MountSpec, tools: Tools, site: harness.Site, count: int,
           f"{run.walk_s or 0:.2f} s, RSS {run.rss_mib or 0:.0f} MiB, LISTs {run.lists}, "
           f"unmount {run.unmount_s:.1f} s {run.note}", flush=True)
     return run
+
+
+# What a mount of objmount imports, read once so that every mount starts from the page
+# cache: the walk before a second mount drops the caches, and Python's start-up read
+# from disk (thousands of boto3/botocore files) would count in its mount time alone.
+OBJMOUNT_IMPORTS = ("import objmount.cli, objmount.mount, objmount.backends.s3, "
+                    "objmount.backends.swift")
+
+
+def warm_start(spec: MountSpec, tools: Tools) -> None:
+    """Bring `spec`'s program into the page cache (the first mount's start-up had it)."""
+    if spec.tool == "objmount":
+        command = [sys.executable, "-c", OBJMOUNT_IMPORTS]
+    else:
+        command = [str(tools.rclone), "version"]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={
+        **os.environ, "PYTHONPATH": str(REPO_DIR)})
 
 
 def local_walk(root: Path, count: int) -> list[Run]:
@@ -141,7 +170,7 @@ def start_site(backend: str, tools: Tools, work_dir: Path, run_dir: Path, count:
     container = f"scale-{count}"
     site_dir = run_dir / f"{backend}-{count}"
     site_dir.mkdir(parents=True, exist_ok=True)
-    store = make_store(backend, tools.weed, work_dir / "weed-scale", site_dir)
+    store = make_store(backend, tools.weed, work_dir / "weed-scale", site_dir, tree.WEED_ARGS)
     cleanup.callback(store.stop)
     store.start()
     if backend == "s3":
@@ -154,6 +183,24 @@ def start_site(backend: str, tools: Tools, work_dir: Path, run_dir: Path, count:
     facts[f"{report.STORE_TITLES[backend]} server"] = store.describe()
     return harness.behind_relay(backend, store, container, site_dir, rtt_ms, seconds is not None,
                                 cleanup)
+
+
+def keep_rows(path: Path, runs: list[Run], facts: dict[str, str]) -> list[Run]:
+    """The rows of the results file `path` whose store, count and configuration `runs`
+    lack; its facts that this run's lack are added, its date and load named."""
+    old = json.loads(path.read_text())
+    measured = {(r.backend, r.count, r.config) for r in runs}
+    kept = [Run(**r) for r in old["runs"]
+            if (r["backend"], r["count"], r["config"]) not in measured]
+    if kept:
+        where = sorted({f"{report.STORE_TITLES.get(r.backend, 'local')} {r.count:,}"
+                        for r in kept})
+        facts[f"rows of {', '.join(where)}"] = (
+            f"from the run of {old['facts'].get('date')}, load average (1 min) at start, "
+            f"end {old['facts'].get('load average (1 min) at start, end')}")
+        for key, value in old["facts"].items():
+            facts.setdefault(key, value)
+    return kept
 
 
 def markdown(header: list[str], runs: list[Run]) -> str:
@@ -226,9 +273,13 @@ def main() -> int:
              "injected RTT": f"{args.rtt_ms:g} ms (user-space relay, half each way)",
              "walk": "os.walk + os.stat of every file, in a child process, after "
                      "drop_caches (the local-disk row also cached); mount: until the root "
-                     "answers a stat, the program's start-up included",
+                     "answers a stat, the program's start-up (from the page cache) included",
              "objmount flags": "default; the second mount reuses the first one's cache dir",
              "rclone": f"{RCLONE.name}: {RCLONE.note}"}
+    # An installed objmount has its bytecode (pip compiles it); a checkout run with
+    # PYTHONDONTWRITEBYTECODE would compile every module at each mount's start-up.
+    compileall.compile_dir(REPO_DIR / "objmount", quiet=1)
+    facts["bytecode"] = "objmount's modules compiled before the runs, as pip installs them"
     runs: list[Run] = []
     counts = sorted({c for b in args.backends for c in args.count_list[b]})
     roots = {count: tree.ensure_tree(work_dir, count) for count in counts}
@@ -249,6 +300,8 @@ def main() -> int:
             runs += local_walk(roots[count], count)
     facts["duration"] = f"{(time.monotonic() - started) / 60:.1f} min"
     facts["load average (1 min) at start, end"] = f"{load_start}, {load_average()}"
+    if args.keep_from is not None:
+        runs += keep_rows(args.keep_from, runs, facts)
     header = ["### Run", ""] + [f"- {k}: {v}" for k, v in facts.items()]
     text = markdown(header, runs)
     print()

@@ -184,9 +184,10 @@ def _good_name(name: str) -> bool:
         and name != ".."
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path | str) -> sqlite3.Connection:
+    """A connection to `path` (a `file:` URI if it is a str starting with one)."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                           timeout=5.0)
+                           timeout=5.0, uri=isinstance(path, str) and path.startswith("file:"))
     conn.execute("PRAGMA trusted_schema = OFF")
     return conn
 
@@ -208,8 +209,16 @@ def check_schema(conn: sqlite3.Connection) -> None:
 class ListingDB:
     """The entries of one mount; see the module docstring."""
 
-    def __init__(self, path: Path, source: str, prefix: str, *, existing: bool) -> None:
-        """Open `path`: a copy of a snapshot (`existing`), checked, or a new file, created.
+    def __init__(self, path: Path, source: str, prefix: str, *,
+                 snapshot_fd: int | None = None) -> None:
+        """Open `path`, a new empty file of the user's: created as an empty namespace,
+        or, given `snapshot_fd` (an open snapshot; the ListingDB owns it), over that
+        snapshot, checked (schema, meta, root: a few pages, whatever its size).
+
+        A snapshot is served read-only where it lies (it never changes in place:
+        snapshot.py) until the first write copies it into `path` (`materialize`, in
+        the writer's thread): the mount answers before a byte of a large snapshot is
+        copied, and every row is still validated as it is read.
 
         Raises InvalidDatabase or sqlite3.Error for a file that cannot be used.
         """
@@ -219,27 +228,60 @@ class ListingDB:
         self._listings = 0
         self._recent: dict[int, Row] = {}  # by inode; see the module docstring
         self._generation = 0  # moved by every write transaction, at its start and end
-        self._w = _connect(path)
+        # Applied listings so far: readers holding rows read before know them stale.
+        self.version = 0
+        self._snapshot_fd = snapshot_fd
+        self._retired: list[sqlite3.Connection] = []
+        self._w: sqlite3.Connection | None = None
         try:
-            self._w.execute("PRAGMA journal_mode = WAL")
-            # A working copy is disposable (a crash discards it): no fsync per commit.
-            self._w.execute("PRAGMA synchronous = OFF")
-            if existing:
-                self._check()
+            if snapshot_fd is not None:
+                # immutable: no locks, no journal; the file is never written in place.
+                self._r = _connect(f"file:/proc/self/fd/{snapshot_fd}?mode=ro&immutable=1")
+                self._check(self._r)
             else:
+                self._open_writer()
                 self._create()
-            self._r = _connect(path)
+                self._r = _connect(path)
             self._r.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
         except BaseException:
-            self._w.close()
+            self.close()
             raise
 
-    def _check(self) -> None:
+    def _open_writer(self) -> None:
+        self._w = _connect(self.path)
+        self._w.execute("PRAGMA journal_mode = WAL")
+        # A working copy is disposable (a crash discards it): no fsync per commit.
+        self._w.execute("PRAGMA synchronous = OFF")
+
+    def materialize(self) -> None:
+        """Copy the snapshot into this mount's working copy and serve that (once; in the
+        writer's thread, before its first write). Blocks on the disk (~0.1 s per
+        100 MB); raises OSError, sqlite3.Error."""
+        if self._w is not None:
+            return
+        if self._snapshot_fd is not None:
+            with open(self.path, "r+b") as work:
+                os.lseek(self._snapshot_fd, 0, os.SEEK_SET)
+                while os.copy_file_range(self._snapshot_fd, work.fileno(), 16 << 20):
+                    pass
+        self._open_writer()
+        assert self._w is not None
+        self._w.execute("DELETE FROM staged")
+        reader = _connect(self.path)
+        reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+        # The old reader may be in a query on the trio thread: it is closed with the rest.
+        self._retired.append(self._r)
+        self._r = reader
+        if self._snapshot_fd is not None:
+            os.close(self._snapshot_fd)
+            self._snapshot_fd = None
+
+    def _check(self, conn: sqlite3.Connection) -> None:
         try:
-            check_schema(self._w)
-            meta = dict(self._w.execute("SELECT key, value FROM meta"))
-            root = self._w.execute(f"SELECT {_COLUMNS} FROM entries WHERE ino = ?",
-                                   (ROOT_INODE,)).fetchone()
+            check_schema(conn)
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+            root = conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE ino = ?",
+                                (ROOT_INODE,)).fetchone()
         except sqlite3.DatabaseError as exc:
             raise InvalidDatabase(str(exc)) from None
         if meta.get("format") != FORMAT:
@@ -251,7 +293,6 @@ class ListingDB:
         if root is None or (row := valid(root)) is None or not row.is_dir or row.parent != 0:
             raise InvalidDatabase("it has no root directory")
         self._next_ino = meta["next_ino"]
-        self._w.execute("DELETE FROM staged")
 
     def _create(self) -> None:
         with self.write():
@@ -265,15 +306,21 @@ class ListingDB:
                             (ROOT_INODE,))
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self._r.close()
-        with contextlib.suppress(sqlite3.Error):
-            self._w.close()
+        for conn in (getattr(self, "_r", None), *self._retired, self._w):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        if self._snapshot_fd is not None:
+            os.close(self._snapshot_fd)
+            self._snapshot_fd = None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction on the writer connection: committed, or rolled back.
-        The rows kept in memory are dropped before it starts and once it ended."""
+        """One write transaction on the writer connection: committed, or rolled back
+        (the snapshot copied first: `materialize`). The rows kept in memory are dropped
+        before it starts and once it ended."""
+        self.materialize()
+        assert self._w is not None
         self._forget_recent()
         try:
             self._w.execute("BEGIN IMMEDIATE")
@@ -446,6 +493,7 @@ class ListingDB:
         with self.write():
             self._apply(listing, parent, dir_key, now, applied)
             self._finish(listing)
+        self.version += 1  # after the commit: rows read with the old number are older
         return applied
 
     def apply_tree(self, listing: int, dir_keys: Iterable[str], now: float) -> Applied:
@@ -466,6 +514,7 @@ class ListingDB:
                     inodes[dir_key] = found[0]
                 self._apply(listing, inodes[dir_key], dir_key, now, applied)
             self._finish(listing)
+        self.version += 1
         return applied
 
     def _finish(self, listing: int) -> None:
@@ -504,6 +553,8 @@ class ListingDB:
     def copy_to(self, target: Path) -> None:
         """Write a compact copy of the entries to `target`, a new empty file of the
         user's (not synced: the caller syncs and renames it)."""
+        self.materialize()
+        assert self._w is not None
         self._w.execute("VACUUM INTO ?", (str(target),))
         conn = _connect(target)
         try:

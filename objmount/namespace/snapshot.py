@@ -13,8 +13,9 @@ REMOTE:CONTAINER` finds a container's snapshots by name.)
 Invariants:
 - a snapshot is written whole, then synced and renamed into place: readers see
   the old file or the new one, never a part. Nobody opens a snapshot to write
-  it: a mount copies it (a private working copy; 100 MB copies in ~0.1 s) and
-  publishes a new one from its copy, so mounts, `objmount warm` and `etl load`
+  it: a mount serves it read-only where it lies and copies it (a private working
+  copy; 100 MB copies in ~0.1 s) only before its first write, in the background,
+  and publishes a new one from its copy, so mounts, `objmount warm` and `etl load`
   may publish at once (the last rename wins, each file is whole);
 - a snapshot that is not a regular file of the user's, not SQLite, not of this
   format, or of another source or prefix, is ignored with one warning and
@@ -33,8 +34,8 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import sqlite3
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -115,14 +116,24 @@ def open_working_copy(cache_dir: Path, source: str, prefix: str) -> tuple[Listin
     _new_private_file(directory, work.name)
     if private_file_in(directory, snapshot.name, "listing snapshot", FIX):
         try:
-            shutil.copyfile(snapshot, work)
-            return ListingDB(work, source, prefix, existing=True), True
+            return ListingDB(work, source, prefix, snapshot_fd=_open_snapshot(snapshot)), True
         except (OSError, InvalidDatabase, sqlite3.Error) as exc:
             log.warning("ignoring the listing snapshot %s (%s): listing from the store; a "
                         "new snapshot replaces it", snapshot, exc)
             remove_db(work)
             _new_private_file(directory, work.name)
-    return ListingDB(work, source, prefix, existing=False), False
+    return ListingDB(work, source, prefix), False
+
+
+def _open_snapshot(path: Path) -> int:
+    """A descriptor of the snapshot at `path`, a regular file of the user's (what is served
+    until it is copied: a snapshot renamed over it meanwhile does not change it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise InvalidDatabase("it is not a regular file of the user's")
+    return fd
 
 
 def open_private(directory: Path, source: str, prefix: str) -> ListingDB:
@@ -130,7 +141,7 @@ def open_private(directory: Path, source: str, prefix: str) -> ListingDB:
     without a cache directory or a test; the caller removes it (`discard`)."""
     path = _new_private_file(directory, f"{stem(source, prefix)}.private-{os.getpid()}-"
                                         f"{secrets.token_hex(4)}.db")
-    return ListingDB(path, source, prefix, existing=False)
+    return ListingDB(path, source, prefix)
 
 
 def discard(db: ListingDB) -> None:

@@ -39,6 +39,7 @@ import logging
 import math
 import random
 import shutil
+import sqlite3
 import tempfile
 import time
 import weakref
@@ -232,6 +233,8 @@ class Namespace:
         """List ahead, re-list expired directories, revalidate and publish snapshots in
         the background until cancelled; without it, listings happen on demand only."""
         async with trio.open_nursery() as nursery:
+            if self.inherited:
+                nursery.start_soon(self._materialize)
             await nursery.start(self.list_ahead.serve)
             for _ in range(self.list_parallel):
                 nursery.start_soon(self._refresher)
@@ -240,6 +243,15 @@ class Namespace:
             if self.cache_dir is not None:
                 nursery.start_soon(self._publisher)
             task_status.started()
+
+    async def _materialize(self) -> None:
+        """Copy the inherited snapshot into the working copy now, in the writer's thread,
+        rather than before the first listing applied (the mount serves it meanwhile)."""
+        try:
+            await self.writer.call_once(self.db.materialize)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cannot copy the listing snapshot (%s): serving it, listings fail "
+                        "until it can be copied", exc)
 
     async def close(self) -> None:
         """Publish a snapshot if anything was listed since the last one, then remove the
@@ -340,6 +352,11 @@ class Namespace:
         directory = self._dir(inode)
         await self._use(directory)
         return self._timeout(directory)
+
+    @property
+    def version(self) -> int:
+        """Changes with every listing applied (rows read before may be stale)."""
+        return self.db.version
 
     def dirents(self, inode: int, after: str | None, limit: int, offset: int = 0
                 ) -> list[Dirent]:

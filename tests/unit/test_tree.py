@@ -456,6 +456,25 @@ def test_a_snapshot_built_from_a_listing_equals_the_walked_one(tmp_path: Path) -
     assert run(walk_and_close, ns) == {"a", "a/1", "a/2", "b", "b/c", "b/c/3", "top"}
 
 
+def test_a_snapshot_is_served_where_it_lies_until_its_copy_and_a_newer_one_changes_neither(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    run(walk_and_close, mount_from_snapshot(tmp_path, FakeBackend(OBJECTS), clock,
+                                            Freshness()))
+    published = snapshot.snapshot_path(tmp_path, SOURCE, "")
+    ns = mount_from_snapshot(tmp_path, FakeBackend(OBJECTS), clock, Freshness())
+    work = ns.db.path
+    assert ns.inherited and work.stat().st_size == 0  # nothing copied before serving
+    # Another mount publishes a different snapshot meanwhile (a rename over this one).
+    other = Path(snapshot.build(tmp_path, SOURCE, "", [FakeBackend({"x": b"x"}).list_page(
+        "", None, None)], None, clock()))
+    assert other == published
+    assert sorted(run(ns.children, ROOT_INODE)) == ["a", "b", "top"]
+    ns.db.materialize()  # what serve starts at once, in the writer's thread
+    assert work.stat().st_size > 0
+    assert run(walk_and_close, ns) == {"a", "a/1", "a/2", "b", "b/c", "b/c/3", "top"}
+
+
 def test_dead_working_copies_are_removed(tmp_path: Path) -> None:
     directory = snapshot.listings_dir(tmp_path)
     dead = directory / f"{snapshot.stem(SOURCE, '')}.work-999999999-1.db"
