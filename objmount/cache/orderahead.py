@@ -456,7 +456,9 @@ class OrderAhead:
         finally:
             self.in_flight -= 1
         order.fetched += ok
-        if entry.passed or order.ended:
+        # An entry opened while its GET ran is the reader's (it claims the block, or its
+        # close lets it go), also when that open ended the order.
+        if entry.passed or (order.ended and entry.state is not State.OPENED):
             if ok:
                 self.target.drop(entry.obj)
         elif entry.state is State.FETCHING:

@@ -194,6 +194,22 @@ async def test_prefetch_goes_no_further_than_ahead_files_beyond_the_furthest_ope
 
 
 @trio_test
+async def test_a_prefetch_landing_after_its_open_is_left_to_the_reader_even_at_the_end() -> None:
+    paths = names(4)
+    target = FakeTarget(gated=True)
+    async with running(target, paths) as orders:
+        orders.publish("rank0", payload(paths))
+        await settle()
+        for path in paths:  # opened while their GETs run; the last open ends the order
+            orders.opened(obj(path))
+        await settle()
+        assert not orders.active
+        target.release()
+        await settle()
+    assert target.dropped == [] and target.held == {obj(p).key for p in paths}
+
+
+@trio_test
 async def test_a_file_never_opened_is_passed_and_its_prefetch_counted_unused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
