@@ -107,6 +107,25 @@ async def test_files_fetched_ahead_and_never_opened_are_counted_unused(tmp_path:
 
 
 @trio_test
+async def test_a_file_closed_unread_while_its_prefetch_runs_leaves_nothing_in_the_buffer(
+    tmp_path: Path,
+) -> None:
+    backend = CountingBackend(FILES)
+    backend.gate = threading.Event()
+    key = sorted(FILES)[0]
+    async with orders_path(backend, tmp_path) as path:
+        path.orders.publish("rank0", order_of([key]))
+        await until(lambda: len(backend.gets) == 1)
+        handle = await path.open(backend.info(key))  # served by the page cache: no read
+        await handle.close()
+        backend.gate.set()
+        await wait_for_prefetch(path, 1)
+        stats = path.stats.as_dict()
+    assert stats["prefetch_buffer_bytes"] == 0
+    assert stats["prefetch_unused_files"] == 0
+
+
+@trio_test
 async def test_a_readers_miss_goes_before_the_prefetches_waiting_for_a_thread(
     tmp_path: Path,
 ) -> None:
