@@ -41,7 +41,7 @@ import math
 import os
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
@@ -51,7 +51,6 @@ from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
 from objmount.backends.runner import local_runner
 from objmount.inflight import InFlight, Interrupted
-from objmount.namespace.database import Dirent
 from objmount.namespace.tree import ROOT_INODE, Namespace, Node
 from objmount.pagecache import OpenMode, PageCacheVersions
 from objmount.readpath_base import ReadBytes, ReadHandle, ReadPath
@@ -98,16 +97,11 @@ class AttrSettings:
 
 @dataclass(slots=True)
 class _OpenDir:
-    """One open directory: the names its last readdir answer ended at, by offset, and
-    the rows of its last page that did not fit in that answer (`rest`, from offset
-    `rest_at`, read in namespace version `rest_version`)."""
+    """One open directory: the names its last readdir answer ended at, by offset."""
 
     inode: int
     timeout_s: float
     names: dict[int, str]
-    rest: list[Dirent] = field(default_factory=list)
-    rest_at: int = -1
-    rest_version: int = -1
 
 
 @dataclass(slots=True)
@@ -309,15 +303,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self._dirs[fh]
         after = handle.names.get(start_id)
-        version = self.namespace.version
-        # The kernel's buffer takes a few dozen entries per request: the rest of the page
-        # serves the next request (a page of READDIR_ROWS per ~10 requests, not per one),
-        # unless the namespace changed since it was read.
-        if handle.rest and handle.rest_at == start_id and handle.rest_version == version:
-            entries = handle.rest
-        else:
-            entries = self.namespace.dirents(handle.inode, after, READDIR_ROWS, start_id)
-        handle.rest = []
+        entries = self.namespace.dirents(handle.inode, after, READDIR_ROWS, start_id)
         names = {start_id: after} if after is not None else {}
         offset = start_id
         # One attributes object per kind, changed per entry: readdir_reply copies it into
@@ -328,7 +314,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         reply = pyfuse3.readdir_reply
         fsencode = os.fsencode
         while entries:
-            for index, (name, inode, size, mtime_ns) in enumerate(entries):
+            for name, inode, size, mtime_ns in entries:
                 if size is None:
                     attrs = directory
                     attrs.st_ino = inode
@@ -340,8 +326,6 @@ class ReadOnlyOperations(pyfuse3.Operations):
                     attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = mtime_ns
                 if not reply(token, fsencode(name), attrs, offset + 1):
                     handle.names = names
-                    handle.rest, handle.rest_at = entries[index:], offset
-                    handle.rest_version = version
                     return
                 offset += 1
                 names[offset] = name

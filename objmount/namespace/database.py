@@ -228,8 +228,6 @@ class ListingDB:
         self._listings = 0
         self._recent: dict[int, Row] = {}  # by inode; see the module docstring
         self._generation = 0  # moved by every write transaction, at its start and end
-        # Applied listings so far: readers holding rows read before know them stale.
-        self.version = 0
         self._snapshot_fd = snapshot_fd
         self._retired: list[sqlite3.Connection] = []
         self._w: sqlite3.Connection | None = None
@@ -493,7 +491,6 @@ class ListingDB:
         with self.write():
             self._apply(listing, parent, dir_key, now, applied)
             self._finish(listing)
-        self.version += 1  # after the commit: rows read with the old number are older
         return applied
 
     def apply_tree(self, listing: int, dir_keys: Iterable[str], now: float) -> Applied:
@@ -514,7 +511,6 @@ class ListingDB:
                     inodes[dir_key] = found[0]
                 self._apply(listing, inodes[dir_key], dir_key, now, applied)
             self._finish(listing)
-        self.version += 1
         return applied
 
     def _finish(self, listing: int) -> None:

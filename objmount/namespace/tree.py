@@ -353,11 +353,6 @@ class Namespace:
         await self._use(directory)
         return self._timeout(directory)
 
-    @property
-    def version(self) -> int:
-        """Changes with every listing applied (rows read before may be stale)."""
-        return self.db.version
-
     def dirents(self, inode: int, after: str | None, limit: int, offset: int = 0
                 ) -> list[Dirent]:
         """Up to `limit` (name, inode, size or None, mtime_ns) of the directory by name,
