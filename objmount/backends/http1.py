@@ -400,7 +400,7 @@ class Pool:
         """Read the head of the answer (skipping 1xx ones), its first byte within `head_s`."""
         while True:
             try:
-                if head_s is not None and not conn.buffered:
+                if head_s is not None and head_s != self.read_s and not conn.buffered:
                     conn.sock.settimeout(head_s)
                     try:
                         if not conn.fill():

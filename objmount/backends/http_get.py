@@ -211,7 +211,7 @@ class PooledHTTP:
     def _transport_errors(self, what: str, url: str,
                           waited_s: float | None = None) -> Iterator[None]:
         """Raise http1's errors as objmount's: Unreachable if no connection was made.
-        `waited_s`: the longest wait for a byte in the body (idle_s if None)."""
+        `waited_s`: the longest wait for a byte allowed (Timeouts.head_s; idle_s if None)."""
         try:
             yield
         except http1.ConnectFailed as exc:
@@ -222,8 +222,7 @@ class PooledHTTP:
         except http1.TLSFailed as exc:
             raise BackendError(f"cannot reach {self._where(url)}: TLS: {exc.strerror}") from None
         except TimeoutError:
-            waited = self.timeouts.idle_s if waited_s is None else max(waited_s,
-                                                                        self.timeouts.idle_s)
+            waited = self.timeouts.idle_s if waited_s is None else waited_s  # >= idle_s
             raise self._broken(f"{what}: no data from {self._where(url)} for "
                                f"{waited:g}s (stalled)") from None
         except http1.IncompleteBody as exc:
