@@ -323,7 +323,7 @@ def _with_default_command(argv: list[str]) -> list[str]:
 def main() -> None:
     """Console entry point: run the app, turning every ObjmountError into one line."""
     argv = _with_default_command(sys.argv[1:])
-    if argv[0] not in ("mount", "umount") if argv else True:
+    if not argv or argv[0] not in ("mount", "umount"):
         _add_lazy_commands()
     try:
         app(args=argv, prog_name="objmount")  # usage errors: typer prints and exits 2

@@ -212,11 +212,11 @@ class Runner:
         raise _exceeded(deadline, fn, args, None)
 
 
-
 def local_runner(max_threads: int) -> Runner:
     """Threads for local work (block files, SQLite, kernel notifications): no retries, and
     a cancel waits for the call, never abandons it (it must not outlive what it uses)."""
     return Runner(max_threads, retries=0, abandon=False)
+
 
 def _exceeded(deadline: Deadline, fn: Callable[..., object], args: tuple,
               last: BackendError | None) -> DeadlineExceeded:
