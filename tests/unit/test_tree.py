@@ -40,6 +40,12 @@ def namespace(backend: FakeBackend, prefix: str = "", ttl_s: float = 300, clock=
     return Namespace(backend, Runner(4, retries=0), prefix, ttl_s, clock or Clock(), **kwargs)
 
 
+def clocked(backend: FakeBackend, ttl_s: float) -> tuple[Namespace, Clock]:
+    """A namespace whose listings expire after `ttl_s` of its own clock, and that clock."""
+    clock = Clock()
+    return namespace(backend, ttl_s=ttl_s, clock=clock), clock
+
+
 def run(fn, *args):
     return trio.run(fn, *args)
 
@@ -86,8 +92,7 @@ def test_listing_follows_every_page() -> None:
 @trio_test
 async def test_an_expired_listing_answers_at_once_while_one_relisting_runs() -> None:
     backend = FakeBackend({"a": b"1"})
-    clock = Clock()
-    ns = namespace(backend, ttl_s=10, clock=clock)
+    ns, clock = clocked(backend, ttl_s=10)
     async with serving(ns):
         assert sorted(await ns.children(ROOT_INODE)) == ["a"]
         await ns.children(ROOT_INODE)
@@ -128,8 +133,7 @@ async def test_a_dir_cache_time_of_zero_relists_at_every_use_in_the_background()
 @trio_test
 async def test_inodes_stay_while_versions_stay_and_a_new_version_gets_a_new_inode() -> None:
     backend = FakeBackend({"a": b"1", "same": b"s", "d/x": b"2"})
-    clock = Clock()
-    ns = namespace(backend, ttl_s=1, clock=clock)
+    ns, clock = clocked(backend, ttl_s=1)
     gone: list[tuple[int, str]] = []
     ns.on_gone = lambda parent, name: gone.append((parent, name))
     async with serving(ns):
@@ -152,8 +156,7 @@ async def test_inodes_stay_while_versions_stay_and_a_new_version_gets_a_new_inod
 @trio_test
 async def test_a_vanished_name_is_gone_but_its_inode_still_answers() -> None:
     backend = FakeBackend({"a": b"1", "d/x": b"2"})
-    clock = Clock()
-    ns = namespace(backend, ttl_s=1, clock=clock)
+    ns, clock = clocked(backend, ttl_s=1)
     async with serving(ns):
         before = await ns.children(ROOT_INODE)
         x = await ns.lookup(before["d"].inode, "x")
@@ -171,8 +174,7 @@ async def test_a_vanished_name_is_gone_but_its_inode_still_answers() -> None:
 async def test_a_failed_relisting_is_logged_once_and_retried_later(
         caplog: pytest.LogCaptureFixture) -> None:
     backend = FakeBackend({"a": b"1"})
-    clock = Clock()
-    ns = namespace(backend, ttl_s=1, clock=clock)
+    ns, clock = clocked(backend, ttl_s=1)
     async with serving(ns):
         await ns.children(ROOT_INODE)
         backend.fail = Unreachable("store is down")
@@ -514,8 +516,7 @@ async def test_a_snapshot_publish_cut_short_by_the_unmount_is_written_by_close(
 @trio_test
 async def test_rows_kept_in_memory_never_outlive_a_write() -> None:
     backend = FakeBackend({"a": b"1"})
-    clock = Clock()
-    ns = namespace(backend, ttl_s=1, clock=clock)
+    ns, clock = clocked(backend, ttl_s=1)
     async with serving(ns):
         a = await ns.lookup(ROOT_INODE, "a")
         assert ns.get(a.inode).obj.size == 1 and ns.current(a.inode).size == 1
