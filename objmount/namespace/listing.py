@@ -13,6 +13,8 @@ Invariants:
 - exact: the ranges partition the keys after the first page, (last, s1],
   (s1, s2], ..., (sn, end], so every key is listed once; a prefix (a
   subdirectory) can be reported by two adjacent ranges: the receiver dedupes;
+- a cut never names a directory (CUT_MARK): a store whose StartAfter skips the
+  subtree of a directory it names (SeaweedFS) lists the same keys as S3;
 - at most `parallel` requests of one listing in flight (they also share the
   runner's limiter with every other request of the mount);
 - at most `max_pages` pages (None: no bound): past it the listing raises
@@ -42,6 +44,13 @@ log = logging.getLogger(__name__)
 # Ranges a full page is cut into at most: enough to fill --max-parallel's share of
 # requests at once, few enough that guessed ranges that hold nothing cost little.
 SPLIT_WAYS = 16
+
+# Ends every guessed cut, so that a range's StartAfter never names a directory.
+# SeaweedFS, whose listings walk a tree of directories, skips the whole subtree of
+# a StartAfter that names one ("a/b" skips every "a/b/..." key) where S3 compares
+# keys as strings (and lists them). "a/b" + CUT_MARK sorts after every "a/b/..."
+# key, so both kinds of store leave them to the range before the cut.
+CUT_MARK = "\ufffd"
 
 FILE, DIRECTORY = 0, 1
 
@@ -135,9 +144,10 @@ def split_points(floor: str, keys: list[str], upto: str | None, ways: int) -> li
     Guessed from one page's sorted `keys`, all starting with `floor` (the listed
     prefix): the characters seen in them form the alphabet, and the cuts go at
     the positions above where the page's keys vary, shallowest first (the
-    largest ranges), each to a larger character of that alphabet. For names
-    f00000..f00999 that is f01..f09, then f1..f9: ranges of 1,000 and 10,000
-    keys, each cut again once its own first page is full.
+    largest ranges), each to a larger character of that alphabet, then CUT_MARK.
+    For names f00000..f00999 that is f01..f09, then f1..f9 (each + CUT_MARK):
+    ranges of about 1,000 and 10,000 keys, each cut again once its own first
+    page is full.
     """
     first, last = keys[0], keys[-1]
     alphabet = sorted({c for key in keys for c in key[len(floor):]})
@@ -148,7 +158,7 @@ def split_points(floor: str, keys: list[str], upto: str | None, ways: int) -> li
     for position in range(len(floor), min(varies + 1, len(last))):
         for char in alphabet:
             if char > last[position]:
-                point = last[:position] + char
+                point = last[:position] + char + CUT_MARK
                 if upto is None or point < upto:
                     points.append(point)
         if len(points) >= ways - 1:

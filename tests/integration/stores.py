@@ -18,6 +18,7 @@ import requests
 
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.s3_server import MotoS3Server
+from tests.servers.seaweed_server import SeaweedServer
 from tests.servers.swift_stack import SwiftStack
 
 
@@ -73,11 +74,11 @@ def get_many(store: TestStore, container: str, keys: Iterable[str]) -> dict[str,
 
 
 class S3Store:
-    """moto's S3 server."""
+    """An S3 server: moto's, or SeaweedFS's gateway."""
 
     kind = "s3"
 
-    def __init__(self, server: MotoS3Server) -> None:
+    def __init__(self, server: MotoS3Server | SeaweedServer) -> None:
         self.server = server
         self.client = server.client()
         self.data_port = server.port

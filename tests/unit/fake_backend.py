@@ -91,3 +91,19 @@ class FakeBackend:
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+
+
+class TreeOrderBackend(FakeBackend):
+    """A FakeBackend whose StartAfter reads as SeaweedFS's does: one that names a
+    directory ("a/b", with "a/b/..." keys) starts after that directory's whole subtree,
+    as a listing that walks a tree of directories does (S3 compares keys as strings)."""
+
+    def list_page(self, prefix: str, delimiter: str | None, token: str | None, *,
+                  after: str | None = None, upto: str | None = None,
+                  reverse: bool = False) -> ListPage:
+        if token is None and after is not None and not reverse:
+            subtree = [key for key in self.objects if key.startswith(after + "/")]
+            after = max(subtree, default=after)
+        return super().list_page(prefix, delimiter, token, after=after, upto=upto,
+                                 reverse=reverse)
+

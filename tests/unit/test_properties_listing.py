@@ -1,6 +1,8 @@
 """Properties of paged listings under change: whatever the page sizes, and however
 the store changes between the pages of a listing, listing never fails, never shows
-a name twice in one directory, and a re-listing shows the store as it is.
+a name twice in one directory, and a re-listing shows the store as it is; and
+listings cut into parallel ranges show every key whichever way the store reads a
+range's StartAfter.
 """
 
 import threading
@@ -10,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objmount.backends.base import ListPage
+from objmount.backends.runner import Runner
 from objmount.namespace.tree import Namespace
-from tests.unit.fake_backend import FakeBackend
+from tests.unit.fake_backend import FakeBackend, TreeOrderBackend
 from tests.unit.namespace_model import Clock, expected_tree, namespace, walk
 
 # Few names at few depths: a change hits a name, or a directory, already listed.
@@ -100,3 +103,22 @@ def test_a_recursive_listing_changed_between_pages_converges_when_listed_again(
         assert await walk(ns) == expected_tree(list(backend.objects))
 
     trio.run(main)
+
+
+@FAST
+@given(keys=st.lists(KEY, min_size=1, max_size=30, unique=True), page_size=st.integers(1, 4),
+       tree_order=st.booleans(), recursive=st.booleans())
+def test_listings_cut_into_ranges_show_every_key_whichever_way_the_store_reads_start_after(
+        keys: list[str], page_size: int, tree_order: bool, recursive: bool) -> None:
+    store = (TreeOrderBackend if tree_order else FakeBackend)(dict.fromkeys(keys, b"x"),
+                                                              page_size=page_size)
+    # 16 threads: listings cut into up to 8 ranges at once.
+    ns = Namespace(store, Runner(16, retries=0), "", 300, Clock())
+
+    async def main() -> None:
+        if recursive:
+            await ns.load_all()
+        assert await walk(ns) == expected_tree(keys)
+
+    trio.run(main)
+
