@@ -192,10 +192,11 @@ def _wasted(best: dict[tuple, Epoch], backend: str, config: str) -> str:
     for e in best.values():
         if (e.backend, e.config) == (backend, config):
             name = unused_counter(e.usage.stats)
-            fetched = e.usage.stats.get("bytes_fetched")
-            if name is None or not fetched:
+            if name is None:
                 return "n/a: objmount reports no unused-prefetch counter"
-            shares.append(e.usage.stats[name] / fetched)
+            fetched = e.usage.stats.get("bytes_fetched")
+            if fetched:  # a warm epoch fetches nothing: no share to take
+                shares.append(e.usage.stats[name] / fetched)
     if not shares:
         return "-"
     worst = max(shares) * 100
