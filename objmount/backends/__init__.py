@@ -35,7 +35,9 @@ LOW_SPEED_BYTES = 64 << 10
 #   byte of a large listing page under load (it must list the page before it answers),
 #   and that is slowness, not a stall. A blackhole is still EIO at the deadline (the
 #   last attempt is cut by it), and a thread abandoned there ends within this limit.
-# Mid-body, every gap stays bounded by stall_s and the low-speed rule.
+# Mid-body, every gap stays bounded by stall_s and the low-speed rule. A call made
+# once (the mount's start-up check) and Keystone's (or v1 auth's) answers are not
+# retried where they are made: they wait as a retry does (their answers are small).
 FIRST_BYTE_DIVISOR = 2
 
 
@@ -62,12 +64,18 @@ class Timeouts:
         """How long a socket may bring no byte before its request fails."""
         return self.read_s if self.stall_s is None else self.stall_s
 
-    def head_s(self, retry: bool) -> float:
+    def head_s(self, patient: bool) -> float:
         """How long a request may wait for the first byte of its answer: idle_s on a
-        call's first attempt, up to read_s / FIRST_BYTE_DIVISOR on its retries."""
-        if self.stall_s is None or not retry:
+        call's first attempt, up to read_s / FIRST_BYTE_DIVISOR on its retries and
+        where no retry follows (`patient`)."""
+        if self.stall_s is None or not patient:
             return self.idle_s
         return max(self.stall_s, self.read_s / FIRST_BYTE_DIVISOR)
+
+    @property
+    def reply_s(self) -> float:
+        """The read timeout of an authentication request (Keystone, v1 auth): patient."""
+        return self.head_s(True)
 
 
 def _s3(remote: Remote, container: str, timeouts: Timeouts) -> Backend:

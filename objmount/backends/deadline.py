@@ -89,13 +89,15 @@ class deadline_in:
 class Attempt:
     """One attempt of a blocking call in a worker thread; `abandoned` is set (from the trio
     thread) once nobody waits for its result any more. `number`: 0 for the first try of a
-    call, n for its n-th retry."""
+    call, n for its n-th retry; `final`: no retry follows it whatever it meets (a call
+    made once)."""
 
-    __slots__ = ("abandoned", "number")
+    __slots__ = ("abandoned", "final", "number")
 
-    def __init__(self, number: int = 0) -> None:
+    def __init__(self, number: int = 0, final: bool = False) -> None:
         self.abandoned = False
         self.number = number
+        self.final = final
 
 
 # Set in the worker thread for the length of one call (run_attempt), never in a trio task.
@@ -113,10 +115,11 @@ def run_attempt(attempt: Attempt, fn: Callable[P, T], *args: P.args, **kwargs: P
         _attempt.reset(token)
 
 
-def is_retry() -> bool:
-    """True in a worker thread running a retry of a call (its attempt 1 or later)."""
+def patient() -> bool:
+    """True in a worker thread whose attempt may wait long for a first byte (Timeouts.head_s):
+    a retry of a call (its attempt 1 or later), or an attempt no retry follows."""
     attempt = _attempt.get()
-    return attempt is not None and attempt.number > 0
+    return attempt is not None and (attempt.number > 0 or attempt.final)
 
 
 def abandoned() -> bool:

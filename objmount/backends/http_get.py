@@ -48,7 +48,7 @@ from typing import BinaryIO
 from objmount import __version__
 from objmount.backends import LOW_SPEED_BYTES, Timeouts, http1
 from objmount.backends.base import BackendError, ETagMismatch, Unreachable
-from objmount.backends.deadline import abandoned, is_retry
+from objmount.backends.deadline import abandoned, patient
 
 # Bytes skipped per read when a 200 answers a ranged GET (the part before the range).
 CHUNK_BYTES = 1 << 20
@@ -129,7 +129,7 @@ class PooledHTTP:
         BackendError (see the module docstring).
         """
         headers = {**headers, "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
-        head_s = self.timeouts.head_s(is_retry())
+        head_s = self.timeouts.head_s(patient())
         with self._transport_errors(what, url, head_s):
             return self.pool.request(method, url, headers, body, head_s)
 

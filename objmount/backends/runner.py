@@ -159,16 +159,17 @@ class Runner:
         self.background.background = self.background
 
     async def call_once(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run `fn(*args)` in a worker thread, without retries (fail-fast checks).
+        """Run `fn(*args)` in a worker thread, without retries (fail-fast checks): its one
+        attempt waits for a first byte as a retry does (no retry follows).
 
         Cancelled (a deadline, an interrupt), it abandons the thread if `abandon`.
         """
-        return await self._call_once(0, fn, *args, **kwargs)
+        return await self._call_once(-1, fn, *args, **kwargs)
 
     async def _call_once(self, number: int, fn: Callable[P, T], *args: P.args,
                          **kwargs: P.kwargs) -> T:
-        """`call_once` as attempt `number` of a call (0: its first try)."""
-        attempt = Attempt(number)
+        """`call_once` as attempt `number` of a call (0: its first try; -1: the only one)."""
+        attempt = Attempt(max(0, number), final=number < 0)
         try:
             return await threads.run_sync(lambda: run_attempt(attempt, fn, *args, **kwargs),
                                           self.limiter, abandon=self.abandon)

@@ -87,7 +87,7 @@ from objmount.backends.base import (
     cut_page,
     listing_page_size_override,
 )
-from objmount.backends.deadline import is_retry
+from objmount.backends.deadline import patient
 from objmount.backends.http_get import (
     PooledHTTP,
     StatusError,
@@ -162,7 +162,7 @@ class SwiftBackend:
             self.session = ksa_session.Session(auth=self.auth.plugin(), app_name="objmount")
             # Session(timeout=) takes one float, which would also bound connects by
             # the read timeout; requests takes a (connect, read) pair.
-            self.session.timeout = (timeouts.connect_s, timeouts.idle_s)
+            self.session.timeout = (timeouts.connect_s, timeouts.reply_s)
         self._storage_url = self.auth.storage_url
         self._initial_token = self.auth.auth_token
         self._authenticated = False  # once a request succeeded, a refusal means revoked
@@ -374,7 +374,7 @@ class SwiftBackend:
         a = self.auth
         return swiftclient.client.get_auth(
             a.auth_url, a.params["user"], a.params["key"], auth_version="1",
-            timeout=(self.timeouts.connect_s, self.timeouts.idle_s))
+            timeout=(self.timeouts.connect_s, self.timeouts.reply_s))
 
     def _renew_lean_token(self, refused: str) -> bool:
         """After a 401 with `refused`: make the next `_lean_auth` fetch a new token; False
@@ -601,7 +601,7 @@ class SwiftBackend:
                 # requests has one read timeout, for the first byte and every gap: a
                 # retry's is the longer wait for a first byte (Timeouts.head_s), as on
                 # the lean path; these are listings and HEADs, their bodies small.
-                conn.set_read_timeout(self.timeouts.head_s(is_retry()))
+                conn.set_read_timeout(self.timeouts.head_s(patient()))
                 try:
                     result = op(conn)
                 except ClientException as exc:
@@ -690,7 +690,7 @@ class SwiftBackend:
         remote = f"remote {self.remote_name!r}"
         if isinstance(exc, ksa.ConnectTimeout):  # keystoneauth's name for any timeout
             return Unreachable(f"cannot reach Keystone at {a.auth_url}: timed out (connect "
-                               f"{self.timeouts.connect_s:g}s, reply {self.timeouts.idle_s:g}s)")
+                               f"{self.timeouts.connect_s:g}s, reply {self.timeouts.reply_s:g}s)")
         if isinstance(exc, ksa.ConnectionError):
             return Unreachable(f"cannot reach Keystone at {a.auth_url}: {short_reason(exc)}")
         if isinstance(exc, ksa.Unauthorized):

@@ -300,14 +300,14 @@ def test_a_first_byte_slower_than_the_stall_window_fails_a_first_attempt_not_a_r
     """A store that takes 1 s (two stall windows) to start its answer (a large listing
     page under load): the first try gives it up as a stall, a retry waits for it."""
     http = PooledHTTP(PATIENT, "Test")
-    assert PATIENT.head_s(retry=True) == 2.0
+    assert PATIENT.head_s(patient=True) == 2.0
     server.add(big_answer(delay_s=2 * STALL_S))
     result, elapsed = timed_attempt(http, server, 0)
     assert isinstance(result, BackendError) and "stalled" in str(result)
     assert STALL_S <= elapsed < 2 * STALL_S
     result, elapsed = timed_attempt(http, server, 1)
     assert result == BIG
-    assert 2 * STALL_S <= elapsed < PATIENT.head_s(retry=True)
+    assert 2 * STALL_S <= elapsed < PATIENT.head_s(patient=True)
 
 
 def test_a_retry_waits_for_a_first_byte_no_longer_than_its_head_limit(

@@ -9,7 +9,13 @@ import trio
 import trio.testing
 
 from objmount.backends.base import AuthFailed, Unreachable
-from objmount.backends.deadline import DeadlineExceeded, abandoned, current, deadline_in
+from objmount.backends.deadline import (
+    DeadlineExceeded,
+    abandoned,
+    current,
+    deadline_in,
+    patient,
+)
 from objmount.backends.runner import Runner
 
 
@@ -310,3 +316,14 @@ def test_an_abandoned_thread_keeps_its_token_until_it_ends_and_demand_still_come
         trio.run(main)
     finally:
         hanging.release.set()
+
+
+def test_a_call_made_once_waits_for_a_first_byte_as_a_retry_does_a_first_attempt_does_not(
+) -> None:
+    runner = Runner(2)
+
+    async def main() -> tuple[bool, bool]:
+        return await runner.call_once(patient), await runner.call(patient)
+
+    assert trio.run(main) == (True, False)
+
