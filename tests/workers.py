@@ -9,7 +9,9 @@ before the Swift ones, so that each worker's Swift stack comes up meanwhile: con
 `ahead`), except the tests of a PINNED group: those all run on one worker, known
 before the first test, so that only that worker starts the group's slow server ahead
 (the Docker tier's engine and images, the short-token Swift stack) and no other starts
-it at all. A group's tests keep their order and run as one unit.
+it at all. The tests that use one of the SHARED session fixtures (long uploads) are a
+group per backend too, run by any one worker. A group's tests keep their order and run
+as one unit, given out where its first test is in the collection.
 
 Only a worker sees what a test needs (its markers, its fixtures); the scheduler, in the
 controller, sees node ids. So each worker writes the groups of its collection to a file
@@ -33,17 +35,26 @@ from xdist.workermanage import WorkerController
 
 # The groups whose tests share one worker, because each needs a slow server of its own.
 PINNED = ("docker-tier", "short-token-stack")
+# Session fixtures that take long to make (uploads): the tests that use one, per backend,
+# run on one worker (any), which makes it once instead of once per worker.
+SHARED = ("big_directory", "images", "many_small")
 # workerinput's key for the directory of the groups files (one per worker).
 GROUPS_DIR_INPUT = "objmount_groups_dir"
 GROUPS_DIR = pytest.StashKey[Path]()
 
 
 def group_of(item: pytest.Item) -> str | None:
-    """The pinned group `item` belongs to, if any."""
+    """The group of tests run as one unit that `item` belongs to, if any: a PINNED one, or
+    a SHARED fixture's for one backend."""
     if item.get_closest_marker("docker") is not None:
         return "docker-tier"
     if "short_token_stack" in item.fixturenames:
         return "short-token-stack"
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("store", "") if callspec is not None else ""
+    for name in SHARED:
+        if name in item.fixturenames:
+            return f"{name}[{backend}]"
     return None
 
 
@@ -56,7 +67,7 @@ def runs_here(item: pytest.Item) -> bool:
     """Whether this session may run `item`: any test without xdist; with it, a test of a
     pinned group only on the group's worker (the others run here or elsewhere)."""
     worker, group = os.environ.get("PYTEST_XDIST_WORKER"), group_of(item)
-    if worker is None or group is None:
+    if worker is None or group not in PINNED:
         return True
     return worker == worker_of(group, int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 

@@ -49,10 +49,19 @@ def is_docker_tier(item: pytest.Item) -> bool:
     return item.get_closest_marker("docker") is not None
 
 
+def is_unit_test(item: pytest.Item) -> bool:
+    return UNIT_TESTS in item.path.parents
+
+
+UNIT_TESTS = Path(__file__).parents[1] / "unit"
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own grouping of items by fixture parameter
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Docker tier runs last, in its order: its images are built meanwhile (below)."""
-    items.sort(key=is_docker_tier)
+    """The Docker tier runs after the other integration tests, in its order: its images are
+    built meanwhile (below); the unit tests, short, run last (under xdist, the other
+    worker's while one runs the tier)."""
+    items.sort(key=lambda item: (is_unit_test(item), is_docker_tier(item)))
 
 
 def uses_swift(item: pytest.Item) -> bool:

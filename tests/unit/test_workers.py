@@ -19,9 +19,13 @@ COLLECTION = [
     "tests/integration/docker_tier/test_etl.py::test_d1",
     "tests/integration/docker_tier/test_etl.py::test_d2",
     "tests/integration/docker_tier/test_etl.py::test_d3",
+    "tests/integration/test_listing.py::test_big[s3]",
+    "tests/unit/test_a.py::test_five",
+    "tests/integration/test_snapshots.py::test_big[s3]",
 ]
 GROUPS = {nodeid: "short-token-stack" for nodeid in COLLECTION if "short_token" in nodeid}
 GROUPS |= {nodeid: "docker-tier" for nodeid in COLLECTION if "docker_tier" in nodeid}
+GROUPS |= {nodeid: "big_directory[s3]" for nodeid in COLLECTION if "test_big" in nodeid}
 
 
 class FakeWorker:
@@ -80,20 +84,31 @@ def test_every_test_runs_once_and_each_pinned_group_on_its_worker_in_order(
     assert sched.tests_finished
 
 
-def test_the_tests_go_out_in_collection_order(tmp_path: Path) -> None:
-    """Each worker runs its tests in collection order (the S3 tests before the Swift ones)."""
+def unit_rank(nodeid: str) -> int:
+    """Where the unit of `nodeid` starts in the collection (its group's first test)."""
+    group = GROUPS.get(nodeid)
+    return min(index for index, other in enumerate(COLLECTION)
+               if other == nodeid or (group is not None and GROUPS.get(other) == group))
+
+
+def test_the_tests_go_out_in_collection_order_a_group_where_it_starts(tmp_path: Path) -> None:
+    """Each worker runs its tests in collection order (the S3 tests before the Swift ones),
+    a group's tests in a row where its first one is."""
     sched, nodes = scheduler(tmp_path, 2)
     for tests in run_all(sched, nodes).values():
-        assert tests == sorted(tests, key=COLLECTION.index)
+        assert tests == sorted(tests, key=lambda n: (unit_rank(n), COLLECTION.index(n)))
 
 
-def test_with_one_worker_it_runs_every_group_as_one_unit_where_it_starts(
-    tmp_path: Path,
-) -> None:
+def test_with_one_worker_it_runs_every_group(tmp_path: Path) -> None:
     sched, nodes = scheduler(tmp_path, 1)
-    tokens = [n for n in COLLECTION if GROUPS.get(n) == "short-token-stack"]
-    rest = [n for n in COLLECTION if n not in tokens]
-    assert run_all(sched, nodes) == {"gw0": rest[:1] + tokens + rest[1:]}
+    order = sorted(COLLECTION, key=lambda n: (unit_rank(n), COLLECTION.index(n)))
+    assert run_all(sched, nodes) == {"gw0": order}
+
+
+def test_the_tests_of_a_shared_fixture_run_on_one_worker(tmp_path: Path) -> None:
+    sched, nodes = scheduler(tmp_path, 2)
+    big = {n for n in COLLECTION if GROUPS.get(n) == "big_directory[s3]"}
+    assert any(big <= set(tests) for tests in run_all(sched, nodes).values())
 
 
 def test_a_group_whose_worker_is_gone_runs_on_another(tmp_path: Path) -> None:
