@@ -77,7 +77,7 @@ case "${1:-}" in
         # Two workers (pytest-xdist): the suite mostly waits on deadlines, servers and
         # mounts, so two on two cores take about half the time; tests/workers.py says
         # how tests are shared. OBJMOUNT_TEST_WORKERS=0 runs it in one process.
-        exec "$VENV/bin/pytest" -q -n "${OBJMOUNT_TEST_WORKERS:-2}" --dist loadgroup "${@:2}"
+        exec "$VENV/bin/pytest" -q -n "${OBJMOUNT_TEST_WORKERS:-2}" "${@:2}"
         ;;
     demo)
         setup
