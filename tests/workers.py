@@ -1,8 +1,10 @@
 """How the suite is shared among pytest-xdist workers (`bash scripts/dev.sh test` runs two).
 
 Most of the suite waits (on deadlines, mounts, servers), so two workers on two cores
-take about half the time. Each worker is a test session of its own, with its own
-servers (moto, the Swift stack), temporary directory and ports (tests/servers/net.py).
+take less time: 961 s against 1363 s for one process here (the workers' own load is
+3 to 5, where CPU-bound mounts and uploads take longer each). Each worker is a test
+session of its own, with its own servers (moto, the Swift stack), temporary directory
+and ports (tests/servers/net.py).
 
 Tests go to whichever worker is free, one at a time, in collection order (the S3 tests
 before the Swift ones, so that each worker's Swift stack comes up meanwhile: conftest's
