@@ -74,7 +74,10 @@ case "${1:-}" in
     test)
         setup "${DOCKER_TIER_PACKAGES[@]}"
         "$VENV/bin/ruff" check .
-        exec "$VENV/bin/pytest" -q "${@:2}"
+        # Two workers (pytest-xdist): the suite mostly waits on deadlines, servers and
+        # mounts; two on two cores took 961 s here, one process 1363 s. tests/workers.py
+        # says how tests are shared. OBJMOUNT_TEST_WORKERS=0 runs it in one process.
+        exec "$VENV/bin/pytest" -q -n "${OBJMOUNT_TEST_WORKERS:-2}" "${@:2}"
         ;;
     demo)
         setup

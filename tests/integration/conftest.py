@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import workers
 from tests.food11_archive import transformed
 from tests.food11_images import food11_images
-from tests.integration import bounds, fault_kit
+from tests.integration import fault_kit
 from tests.integration.docker_tier.ahead import docker_tier_of
 from tests.integration.mounting import MountProcess, mounted
 from tests.integration.stores import S3Store, SwiftStore, TestStore, put_many
@@ -48,10 +49,19 @@ def is_docker_tier(item: pytest.Item) -> bool:
     return item.get_closest_marker("docker") is not None
 
 
+def is_unit_test(item: pytest.Item) -> bool:
+    return UNIT_TESTS in item.path.parents
+
+
+UNIT_TESTS = Path(__file__).parents[1] / "unit"
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own grouping of items by fixture parameter
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Docker tier runs last, in its order: its images are built meanwhile (below)."""
-    items.sort(key=is_docker_tier)
+    """The Docker tier runs after the other integration tests, in its order: its images are
+    built meanwhile (below); the unit tests, short, run last (under xdist, the other
+    worker's while one runs the tier)."""
+    items.sort(key=lambda item: (is_unit_test(item), is_docker_tier(item)))
 
 
 def uses_swift(item: pytest.Item) -> bool:
@@ -67,15 +77,17 @@ def ahead(
     """The slow servers this run's tests will need, started in the background with its first
     test (tests/servers/ahead.py): the Swift stacks come up while the S3 tests run (pytest
     runs every test of one backend, then the other's), the Docker tier's images are built
-    while everything but the tier runs."""
+    while everything but the tier runs. Under xdist, a server of a pinned group only by
+    the worker that runs the group (tests/workers.py)."""
     servers = Ahead()
     items = request.session.items
     try:
         if any(map(uses_swift, items)):
             servers.start("swift_stack", swift_stack_of(tmp_path_factory))
-        if any("short_token_stack" in item.fixturenames for item in items):
+        groups = {workers.group_of(item) for item in items if workers.runs_here(item)}
+        if "short-token-stack" in groups:
             servers.start("short_token_stack", short_token_stack_of(tmp_path_factory))
-        if not missing_programs() and any(map(is_docker_tier, items)):
+        if "docker-tier" in groups and not missing_programs():
             servers.start("docker_tier", docker_tier_of(tmp_path_factory))
         yield servers
     finally:
@@ -110,15 +122,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
         for stack in stacks.values():
             report.sections.append(("Swift stack logs", stack.log_tail(20)))
     return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The times the fault suite measured (tests/integration/bounds.py), as a table."""
-    lines = bounds.summary()
-    if lines:
-        terminalreporter.section("measured times (bounds asserted)")
-        for line in lines:
-            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

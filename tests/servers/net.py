@@ -1,5 +1,6 @@
 """Small helpers for test servers: free loopback ports and readiness polling."""
 
+import os
 import random
 import socket
 import time
@@ -9,7 +10,22 @@ from collections.abc import Callable
 # default), from which every outgoing connection takes its local port. A port taken
 # from that range (bind to port 0) can be taken again by a connection between this
 # check and the server's own bind: a server then fails to start ("could not bind").
-SERVER_PORTS = range(20000, 32000)
+ALL_SERVER_PORTS = range(20000, 32000)
+
+
+def worker_ports(ports: range, env: dict[str, str]) -> range:
+    """The slice of `ports` of this pytest-xdist worker (`env`'s PYTEST_XDIST_WORKER gwN
+    of PYTEST_XDIST_WORKER_COUNT), all of them outside xdist: two workers never pick
+    the same port, so one cannot take another's between its check and its bind."""
+    worker, count = env.get("PYTEST_XDIST_WORKER"), env.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count:
+        return ports
+    size = len(ports) // int(count)
+    first = ports.start + int(worker.removeprefix("gw")) % int(count) * size
+    return range(first, first + size)
+
+
+SERVER_PORTS = worker_ports(ALL_SERVER_PORTS, dict(os.environ))
 
 
 def free_port() -> int:
