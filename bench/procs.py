@@ -98,14 +98,16 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def free_port_with_grpc(grpc_offset: int = 10000) -> int:
-    """Return a port P such that P and P + `grpc_offset` are both free (SeaweedFS uses both)."""
+def free_server_port() -> int:
+    """Return a port free right now, below Linux's ephemeral range (32768-60999), from
+    which outgoing connections take theirs: one could take a port picked there before
+    its server binds it."""
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, 30000)
-        if port_free(port) and port_free(port + grpc_offset):
+        port = rng.randrange(20000, 32000)
+        if port_free(port):
             return port
-    raise RuntimeError("no free port pair in 20000-40000")
+    raise RuntimeError("no free port in 20000-31999")
 
 
 def read_status_kib(pid: int, field: str) -> int | None:

@@ -21,6 +21,7 @@ import json
 import secrets
 import subprocess
 import threading
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -101,9 +102,13 @@ class SeaweedS3:
     backend = "s3"
 
     def __init__(self, weed: Path, data_dir: Path, run_dir: Path,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (),
+                 free_port: Callable[[], int] | None = None) -> None:
+        """`free_port`: picks each of the server's 8 ports (its 4 services and their
+        gRPC ports, all given explicitly); by default one below the ephemeral range."""
         self.weed = weed
         self.extra_args = extra_args  # more `weed server` flags (a later one wins)
+        self.free_port = free_port or procs.free_server_port
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.access_key = "bench-" + secrets.token_hex(4)
@@ -127,14 +132,17 @@ class SeaweedS3:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
         s3_config.chmod(0o600)
-        master, volume, self.filer_port, self.port = (
-            procs.free_port_with_grpc() for _ in range(4))
-        self.ports = [p + grpc for p in (master, volume, self.filer_port, self.port)
-                      for grpc in (0, 10000)]
+        self.ports = []
+        while len(self.ports) < 8:  # distinct, each free when picked
+            if (port := self.free_port()) not in self.ports:
+                self.ports.append(port)
+        master, volume, self.filer_port, self.port, *grpc = self.ports
         args = [
             str(self.weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-dir={self.data_dir}", f"-master.port={master}", f"-volume.port={volume}",
             "-filer", f"-filer.port={self.filer_port}", "-s3", f"-s3.port={self.port}",
+            f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}",
+            f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}",
             f"-s3.config={s3_config}",
             # Nothing here talks to a host but 127.0.0.1: no usage reports to
             # SeaweedFS's public telemetry host (on by default, sent once 10 GiB

@@ -39,7 +39,7 @@ from xdist.workermanage import WorkerController
 PINNED = ("docker-tier", "short-token-stack")
 # Session fixtures that take long to make (uploads): the tests that use one, per backend,
 # run on one worker (any), which makes it once instead of once per worker.
-SHARED = ("big_directory", "images", "many_small")
+SHARED = ("big_directory", "images", "many_small", "seaweed")
 # workerinput's key for the directory of the groups files (one per worker).
 GROUPS_DIR_INPUT = "objmount_groups_dir"
 GROUPS_DIR = pytest.StashKey[Path]()

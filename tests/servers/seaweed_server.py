@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.servers import REGION, SeaweedS3
+from tests.servers.net import free_port
 
 # The test data is small: few small volumes (the default takes 1 GiB ones, as many
 # as the free disk would hold).
@@ -21,7 +22,8 @@ class SeaweedServer:
 
     def __init__(self, state_dir: Path) -> None:
         weed = Path(sys.executable).with_name("weed")
-        self._server = SeaweedS3(weed, state_dir / "data", state_dir, WEED_ARGS)
+        # Ports from this pytest worker's own slice (net.py), gRPC ones included.
+        self._server = SeaweedS3(weed, state_dir / "data", state_dir, WEED_ARGS, free_port)
         self.region = REGION
 
     @property
