@@ -30,8 +30,12 @@ from tests.servers.net import wait_until
 pytestmark = pytest.mark.mount
 
 # A Python reader: prints "reading", then reads; Ctrl-C ends it with KeyboardInterrupt.
+# The reader takes Ctrl-C as at a terminal (KeyboardInterrupt) even where this suite was
+# started with SIGINT ignored, which a child inherits (a background job of a shell
+# without job control: `bash .ci/run &`).
 READER = """
-import os, sys
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 flags = os.O_RDONLY | (os.O_DIRECT if sys.argv[3] == "direct" else 0)
 fd = os.open(sys.argv[1], flags)
 print("reading", flush=True)
