@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 
+from tests.servers import rclone_conf
 from tests.servers.fault_proxy import FaultProxy
 from tests.servers.s3_server import MotoS3Server
 from tests.servers.seaweed_server import SeaweedServer
@@ -130,9 +131,8 @@ class SwiftStore:
         return self._local.swift
 
     def rclone_section(self, name: str, **overrides: str) -> str:
-        lines = self.stack.rclone_conf_section(name).splitlines()
-        values = dict(line.split(" = ", 1) for line in lines[1:]) | overrides
-        return f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+        _, values = rclone_conf.parse(self.stack.rclone_conf_section(name))
+        return rclone_conf.section(name, values | overrides)
 
     def rclone_section_through(self, name: str, url: str) -> str:
         # Keystone is asked directly; the storage URL (the proxy's) goes through `url`.

@@ -34,6 +34,7 @@ from tests.integration.bounds import within
 from tests.integration.conftest import TOKEN_LIFETIME_S, MiB, data
 from tests.integration.mounting import MountProcess, mounted, objmount
 from tests.integration.stores import SwiftStore, TestStore
+from tests.servers import rclone_conf
 from tests.servers.fault_proxy import FaultProxy, Rule
 from tests.servers.net import free_port
 from tests.servers.swift_stack import TEMPAUTH_KEY, TEMPAUTH_USER, SwiftStack
@@ -206,14 +207,13 @@ def test_put_and_delete_manage_slo_segments(swift: SwiftStore, tmp_path: Path) -
 
 def backend_for(section: str, container: str, env: dict[str, str] | None = None) -> SwiftBackend:
     """A SwiftBackend for the first remote of an rclone.conf `section`."""
-    lines = section.strip().splitlines()
-    options = dict(line.split(" = ", 1) for line in lines[1:])
-    remote = Remote(lines[0].strip("[]"), "swift", options)
+    name, options = rclone_conf.parse(section)
+    remote = Remote(name, "swift", options)
     return SwiftBackend(remote, container, Timeouts(connect_s=5, read_s=30), env=env)
 
 
 def section(name: str, **options: str) -> str:
-    return f"[{name}]\ntype = swift\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
+    return rclone_conf.section(name, {"type": "swift", **options})
 
 
 def test_the_tutorial_rclone_conf_mounts_unchanged(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import boto3
 
+from tests.servers import rclone_conf
 from tests.servers.net import free_port, port_open, wait_until
 
 # create_user, create_access_key, create_policy, attach_user_policy
@@ -107,4 +108,4 @@ class MotoS3Server:
             "secret_access_key": self.secret_key, "endpoint": self.endpoint,
             "region": self.region, **overrides,
         }
-        return f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+        return rclone_conf.section(name, values)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from bench.servers import REGION, SeaweedS3
+from tests.servers import rclone_conf
 from tests.servers.net import free_port
 
 # The test data is small: few small volumes (the default takes 1 GiB ones, as many
@@ -48,4 +49,4 @@ class SeaweedServer:
             "secret_access_key": self._server.secret_key, "endpoint": self._server.endpoint,
             "region": self.region, **overrides,
         }
-        return f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
+        return rclone_conf.section(name, values)
