@@ -8,7 +8,6 @@ from Linux if the benchmark itself dies (PR_SET_PDEATHSIG).
 import contextlib
 import ctypes
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -96,20 +95,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_server_port() -> int:
-    """Return a port free right now, below Linux's ephemeral range (32768-60999), from
-    which outgoing connections take theirs: one could take a port picked there before
-    its server binds it."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 32000)
-        if port_free(port):
-            return port
-    raise RuntimeError("no free port in 20000-31999")
-
-
 def read_status_kib(pid: int, field: str) -> int | None:
     """Return a `kB` field of /proc/PID/status (VmHWM: peak RSS), or None if gone."""
     try:

@@ -21,7 +21,6 @@ import json
 import secrets
 import subprocess
 import threading
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +31,7 @@ import botocore.config
 import botocore.exceptions
 
 from bench import procs
+from tests.servers import net
 
 REGION = "us-east-1"
 REMOTE = "bench"  # the rclone.conf section every mount and copy uses
@@ -102,13 +102,9 @@ class SeaweedS3:
     backend = "s3"
 
     def __init__(self, weed: Path, data_dir: Path, run_dir: Path,
-                 extra_args: tuple[str, ...] = (),
-                 free_port: Callable[[], int] | None = None) -> None:
-        """`free_port`: picks each of the server's 8 ports (its 4 services and their
-        gRPC ports, all given explicitly); by default one below the ephemeral range."""
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.weed = weed
         self.extra_args = extra_args  # more `weed server` flags (a later one wins)
-        self.free_port = free_port or procs.free_server_port
         self.data_dir = data_dir
         self.run_dir = run_dir
         self.access_key = "bench-" + secrets.token_hex(4)
@@ -132,9 +128,11 @@ class SeaweedS3:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
         s3_config.chmod(0o600)
+        # Its 4 services and their gRPC ports, all given explicitly, below the ephemeral
+        # range (under pytest-xdist, from the worker's own slice: tests/servers/net.py).
         self.ports = []
         while len(self.ports) < 8:  # distinct, each free when picked
-            if (port := self.free_port()) not in self.ports:
+            if (port := net.free_port()) not in self.ports:
                 self.ports.append(port)
         master, volume, self.filer_port, self.port, *grpc = self.ports
         args = [

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from bench.servers import REGION, SeaweedS3
 from tests.servers import rclone_conf
-from tests.servers.net import free_port
 
 # The test data is small: few small volumes (the default takes 1 GiB ones, as many
 # as the free disk would hold).
@@ -23,8 +22,7 @@ class SeaweedServer:
 
     def __init__(self, state_dir: Path) -> None:
         weed = Path(sys.executable).with_name("weed")
-        # Ports from this pytest worker's own slice (net.py), gRPC ones included.
-        self._server = SeaweedS3(weed, state_dir / "data", state_dir, WEED_ARGS, free_port)
+        self._server = SeaweedS3(weed, state_dir / "data", state_dir, WEED_ARGS)
         self.region = REGION
 
     @property
