@@ -164,12 +164,11 @@ class Runner:
 
         Cancelled (a deadline, an interrupt), it abandons the thread if `abandon`.
         """
-        return await self._call_once(-1, fn, *args, **kwargs)
+        return await self._call_once(Attempt(final=True), fn, *args, **kwargs)
 
-    async def _call_once(self, number: int, fn: Callable[P, T], *args: P.args,
+    async def _call_once(self, attempt: Attempt, fn: Callable[P, T], *args: P.args,
                          **kwargs: P.kwargs) -> T:
-        """`call_once` as attempt `number` of a call (0: its first try; -1: the only one)."""
-        attempt = Attempt(max(0, number), final=number < 0)
+        """Run `fn(*args)` in a worker thread as `attempt` (of `call`, or `call_once`'s)."""
         try:
             return await threads.run_sync(lambda: run_attempt(attempt, fn, *args, **kwargs),
                                           self.limiter, abandon=self.abandon)
@@ -207,9 +206,9 @@ class Runner:
     async def _attempt(self, deadline: Deadline | None, number: int, fn: Callable[P, T],
                        *args: P.args, **kwargs: P.kwargs) -> T:
         if deadline is None:
-            return await self._call_once(number, fn, *args, **kwargs)
+            return await self._call_once(Attempt(number), fn, *args, **kwargs)
         with trio.move_on_at(deadline.at):
-            return await self._call_once(number, fn, *args, **kwargs)
+            return await self._call_once(Attempt(number), fn, *args, **kwargs)
         raise _exceeded(deadline, fn, args, None)
 
 

@@ -124,7 +124,7 @@ class InlineRunner(Runner):
     worker thread counts as blocked, so the clock could jump to the deadline while an
     attempt runs (that case: the Hanging tests)."""
 
-    async def _call_once(self, number, fn, *args, **kwargs):  # every attempt of `call`
+    async def _call_once(self, attempt, fn, *args, **kwargs):  # every attempt of `call`
         await trio.lowlevel.checkpoint()
         return fn(*args, **kwargs)
 
