@@ -116,11 +116,6 @@ RECONCILE_GRACE_S = 600.0
 # 4 KiB block as it fills (in this process or another) is seen within it. (At 10 s,
 # writers filling the directories passed the cap plus one block by 8 KiB in a test.)
 DIRS_MEASURE_S = 1.0
-# The index's files are measured at most this often: at every write (3 stats, ~6 us).
-# The WAL is counted at least at its reserved size, but grows past it while a
-# checkpoint cannot finish (another process's reader, a loaded machine): measured a
-# second apart, that growth (up to 1 MB in a test under load) was not in the cap.
-INDEX_MEASURE_S = 0.0
 # Index rows read per query when looking for victims (each is validated).
 VICTIM_PAGE = 8
 # Victims asked of the policy per write, at most (a policy naming blocks that are gone).
@@ -262,8 +257,6 @@ class BlockStore:
         self._writes_paused_until = 0.0
         self._dirs_bytes = self._measure_dirs()
         self._dirs_measured_at = time.monotonic()
-        self._index_bytes = 0
-        self._index_measured_at = -INDEX_MEASURE_S
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
         self._writer: tuple[int, int] | None = None
@@ -615,10 +608,11 @@ class BlockStore:
         if now - self._dirs_measured_at >= DIRS_MEASURE_S:
             self._dirs_bytes = self._measure_dirs()
             self._dirs_measured_at = now
-        if now - self._index_measured_at >= INDEX_MEASURE_S:
-            self._index_bytes = self._index.disk_bytes()
-            self._index_measured_at = now
-        return self._index_bytes + self._dirs_bytes
+        # The index's files at every call (3 stats, ~6 us): the WAL is counted at least
+        # at its reserved size, but grows past it while a checkpoint cannot finish
+        # (another process's reader, a loaded machine); measured a second apart, that
+        # growth (up to 1 MB in a test under load) was not in the cap.
+        return self._index.disk_bytes() + self._dirs_bytes
 
     def _measure_dirs(self) -> int:
         """The directories' own size, and the files of the cache directory's other
