@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.procs import die_with_parent
 from objmount.mountpoint import is_mounted
 from tests.servers.net import wait_until
 
@@ -49,6 +50,8 @@ def mounted(spec: str, mountpoint: Path, config: Path, *args: str,
         [*wrapper, sys.executable, "-m", "objmount", "mount", spec, str(mountpoint), "--config",
          str(config), "-v", "--log-file", str(log_file), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        # A test run killed (even SIGKILL) SIGTERMs it: it unmounts, no mount is left.
+        preexec_fn=die_with_parent,
     )
     mount = MountProcess(proc, mountpoint, log_file)
     try:

@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from objmount.mountpoint import is_mounted
 from tests.integration.mounting import MountProcess, force_unmount, mounted, objmount
 from tests.integration.stores import TestStore
+from tests.servers.net import wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -28,6 +30,38 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0]
+
+
+# A test process that mounts, then waits: the suite's own `mounted`, as any test uses it.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from tests.integration.mounting import mounted
+with mounted("remote:dataset", Path(sys.argv[1]), Path(sys.argv[2])):
+    print("mounted", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_test_process_killed_with_its_mount_up_leaves_no_mount(
+    dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    """SIGKILL runs no clean-up in the test process: the mount is told by the kernel
+    (its parent died: PR_SET_PDEATHSIG) and unmounts itself."""
+    mnt = tmp_path / "mnt"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(mnt), str(config)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "mounted\n"
+        assert is_mounted(mnt)
+        holder.kill()
+        holder.wait(timeout=15)
+        wait_until(lambda: not is_mounted(mnt), 30, "the orphaned mount's unmount")
+    finally:
+        holder.kill()
+        holder.wait()
+        if is_mounted(mnt):
+            force_unmount(mnt)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

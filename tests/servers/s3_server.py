@@ -16,6 +16,7 @@ from pathlib import Path
 
 import boto3
 
+from bench.procs import die_with_parent
 from tests.servers import rclone_conf
 from tests.servers.net import free_port, port_open, wait_until
 
@@ -42,6 +43,7 @@ class MotoS3Server:
             self._proc = subprocess.Popen(
                 [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=die_with_parent,  # a killed test run leaves no server
             )
         wait_until(lambda: port_open(self.port), 30, "moto S3 server")
         iam = boto3.client(
