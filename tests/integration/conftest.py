@@ -49,11 +49,11 @@ def is_docker_tier(item: pytest.Item) -> bool:
     return item.get_closest_marker("docker") is not None
 
 
+UNIT_TESTS = Path(__file__).parents[1] / "unit"
+
+
 def is_unit_test(item: pytest.Item) -> bool:
     return UNIT_TESTS in item.path.parents
-
-
-UNIT_TESTS = Path(__file__).parents[1] / "unit"
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own grouping of items by fixture parameter
