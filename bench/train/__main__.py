@@ -30,6 +30,8 @@ from bench.servers import BACKENDS
 from bench.train import table
 from bench.train.runs import CacheSize, Config, Epoch, run
 from bench.workloads import WORKLOADS
+from objmount.backends.runner import background_share
+from objmount.mount import MountOptions
 
 BENCH_DIR = REPO_DIR / "bench"
 CONTAINER = "train"
@@ -67,6 +69,10 @@ def parse_args() -> argparse.Namespace:
                         "cold file, 8 threads outside torch; all: both")
     parser.add_argument("--cpu-rtt-ms", type=float, default=10.0,
                         help="round-trip time of the cold-cpu mode (issue #12 measured at 10)")
+    parser.add_argument("--order-ahead", default="",
+                        help="a sweep: one 'objmount + PrefetchSampler' row per value of the "
+                        "mount's --order-ahead (GETs in flight ahead of the order), e.g. "
+                        "4,12,48; empty: the default only")
     parser.add_argument("--seed", type=int, default=12, help="the samplers' seed")
     parser.add_argument("--work-dir", type=Path, default=REPO_DIR / ".bench",
                         help="data, server state (kept between runs) and logs of the last run")
@@ -77,6 +83,9 @@ def parse_args() -> argparse.Namespace:
     args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
     args.config_keys = [c.strip() for c in args.configs.split(",") if c.strip()]
     args.cache_names = [c.strip() for c in args.cache_sizes.split(",") if c.strip()]
+    args.order_aheads = [int(n) for n in args.order_ahead.split(",") if n.strip()]
+    if any(n < 1 for n in args.order_aheads):
+        parser.error("--order-ahead: whole numbers of 1 or more")
     if set(args.config_keys) - set(CONFIGS) or set(args.cache_names) - {"full", "half"}:
         parser.error("--configs: objmount,prefetch,rclone,local; --cache-sizes: full,half")
     return args
@@ -90,17 +99,33 @@ def layout_at(scale: float) -> data.Layout:
                        pread_count=0, pread_bytes=0)
 
 
-def configs(keys: list[str], tools: Tools, prefetch_present: bool) -> list[Config]:
+def configs(keys: list[str], tools: Tools, prefetch_present: bool,
+            order_aheads: list[int]) -> list[Config]:
+    """The rows to run; with `order_aheads`, the PrefetchSampler row once per --order-ahead."""
     by_name = {s.name: s for s in specs(tools)}
     out = []
     for key in keys:
         if key == "objmount":
             out.append(Config("objmount", by_name["objmount"]))
-        elif key == "prefetch" and prefetch_present:
+        elif key == "prefetch" and prefetch_present and not order_aheads:
             out.append(Config("objmount + PrefetchSampler", by_name["objmount"], prefetch=True))
+        elif key == "prefetch" and prefetch_present:
+            objmount = by_name["objmount"]
+            out += [Config(f"objmount + PrefetchSampler, --order-ahead {n}",
+                           replace(objmount, args=(*objmount.args, *_order_ahead_flags(n))),
+                           prefetch=True) for n in order_aheads]
         elif key == "rclone":
             out.append(Config(RCLONE_SPEC, by_name[RCLONE_SPEC]))
     return out
+
+
+def _order_ahead_flags(n: int) -> tuple[str, ...]:
+    """--order-ahead N, with --max-parallel raised so that N binds: prefetches may hold
+    background_share(max_parallel) of its threads (a quarter is kept for demand)."""
+    max_parallel = MountOptions.max_parallel
+    while background_share(max_parallel) < n:
+        max_parallel += 1
+    return ("--order-ahead", str(n), "--max-parallel", str(max_parallel))
 
 
 def cold_cpu(tools: Tools, site: harness.Site, dataset: data.Dataset,
@@ -154,7 +179,7 @@ def main() -> int:
         "PrefetchSampler": "objmount.torch.PrefetchSampler present" if prefetch_present
                            else "objmount.torch.PrefetchSampler absent: its rows are skipped",
     }
-    chosen = configs(args.config_keys, tools, prefetch_present)
+    chosen = configs(args.config_keys, tools, prefetch_present, args.order_aheads)
     epochs: list[Epoch] = []
     cpu_rows: dict[str, list[report.Row]] = {}
     for backend in args.backends:
