@@ -24,7 +24,8 @@ Invariants:
   files of every directory with a cold open in the last WORKING_SET_S. Opens come
   in random order across those directories, so a file fetched ahead waits about
   half an epoch for its open; in a cache smaller than what is read meanwhile it
-  would be evicted first, and fetched twice;
+  would be evicted first, and fetched twice. A directory joining the working set
+  that makes it too large stops the directories already active too;
 - FUSE-free and store-free: it is given a fetch callable and a directory's
   listing, so it is tested with fakes. Used on the trio thread only.
 """
@@ -128,7 +129,11 @@ class DirectoryReadAhead:
             directory = self._dirs[prefix] = _Directory(prefix)
             directory.listed_bytes = sum(o.size for o in self.files_in(prefix)
                                          if 0 < o.size <= self.small_bytes)
-        directory.missed_at = self.clock()
+        now = self.clock()
+        joined = directory.missed_at < now - WORKING_SET_S
+        directory.missed_at = now
+        if joined and self._turns and not self._working_set_fits():
+            self._stop_all()
         if directory.active:
             return
         directory.misses += 1
@@ -136,17 +141,29 @@ class DirectoryReadAhead:
         if directory.misses >= MISSES_TO_START:
             self._start(directory)
 
+    def _working_set_fits(self) -> bool:
+        """Whether the small files of the directories read in the last WORKING_SET_S fit in
+        the cache (logged once when they do not)."""
+        if self.cache_bytes is None:
+            return True
+        since = self.clock() - WORKING_SET_S
+        working = sum(d.listed_bytes for d in self._dirs.values() if d.missed_at >= since)
+        if working <= self.cache_bytes:
+            return True
+        logs.once(log, logging.INFO, "dirahead-working-set",
+                  "directory read-ahead waits: the directories being read hold more than "
+                  "the cache (%d MiB > %d MiB)", working >> 20, self.cache_bytes >> 20)
+        return False
+
+    def _stop_all(self) -> None:
+        """End every active directory's read-ahead (fetches in flight finish)."""
+        for directory in list(self._turns):
+            self._finish(directory)
+
     def _start(self, directory: _Directory) -> None:
         directory.misses = 0
-        if self.cache_bytes is not None:
-            since = self.clock() - WORKING_SET_S
-            working = sum(d.listed_bytes for d in self._dirs.values() if d.missed_at >= since)
-            if working > self.cache_bytes:
-                logs.once(log, logging.INFO, "dirahead-working-set",
-                          "directory read-ahead waits: the directories being read hold more "
-                          "than the cache (%d MiB > %d MiB)", working >> 20,
-                          self.cache_bytes >> 20)
-                return
+        if not self._working_set_fits():
+            return
         directory.active = True
         directory.queue = deque(
             obj for obj in self.files_in(directory.prefix)
@@ -186,9 +203,11 @@ class DirectoryReadAhead:
         return None
 
     def _finish(self, directory: _Directory) -> None:
-        """Everything listed is fetched or opened: the next misses start it afresh."""
+        """End the directory's read-ahead (all it listed is fetched or opened, or it is
+        stopped): the next misses start it afresh."""
         self._turns.remove(directory)
         directory.active = False
+        directory.queue = deque()
         directory.opened = set()
         directory.ahead = {}
         directory.ahead_bytes = 0

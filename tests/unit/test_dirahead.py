@@ -231,3 +231,25 @@ async def test_nothing_starts_while_paused() -> None:
         await settle()
     # Opens while paused are not remembered (that would cost memory per open).
     assert sorted(store.fetched) == sorted(o.key for o in dir_files[:3] + dir_files[5:])
+
+
+@trio_test
+async def test_a_directory_that_makes_the_working_set_too_large_stops_those_active() -> None:
+    """Directories of 2 MB with a 5 MB cache, 300 KB ahead each: c0 and c1 read ahead; once
+    c2 is being read too, their files fetched ahead would wait for opens longer than the
+    cache keeps them, so the reader's opens free no room for more fetches."""
+    listings = {f"c{n}/": files(f"c{n}/", 20) for n in range(3)}
+    store = Store(listings)
+    async with read_ahead(store, ahead_bytes=300 * KB, cache_bytes=5_000_000) as ahead:
+        for n in range(2):
+            for obj in listings[f"c{n}/"][:2]:
+                ahead.opened(obj)
+                ahead.missed(obj)
+        await settle()
+        assert len(store.fetched) == 6  # 3 ahead in each
+        ahead.opened(listings["c2/"][0])
+        ahead.missed(listings["c2/"][0])
+        for key in list(store.fetched):
+            ahead.opened(next(o for o in listings[directory_of(key)] if o.key == key))
+        await settle()
+    assert len(store.fetched) == 6
