@@ -109,10 +109,16 @@ def read_status_kib(pid: int, field: str) -> int | None:
 
 def cpu_seconds(pid: int) -> float | None:
     """Return user + system CPU seconds of `pid` so far (its threads included), or None."""
+    times = cpu_times(pid)
+    return None if times is None else times[0] + times[1]
+
+
+def cpu_times(pid: int) -> tuple[float, float] | None:
+    """Return (user, system) CPU seconds of `pid` so far (its threads included), or None."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
     # fields[0] is the state (field 3 of stat(5)): utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks

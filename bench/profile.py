@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench import dataset as data
-from bench import harness
+from bench import harness, procs
 from bench.mounts import Mount, MountSpec, Tools, drop_caches
 from bench.servers import BACKENDS
 from bench.workloads import WORKLOADS, Limits
@@ -140,9 +140,13 @@ def main() -> None:
                 spy = start_py_spy(mount, stem, args)
                 cleanup.callback(spy.kill)
             drop_caches()
+            before = procs.cpu_times(mount.proc.pid) if mount.proc else None
             outcome = harness.run_pass(workload, mount.path, ctx, mount.stop, Limits())
+            after = procs.cpu_times(mount.proc.pid) if mount.proc else None
+            cpu = (f"; mount CPU user {after[0] - before[0]:.2f} s, system "
+                   f"{after[1] - before[1]:.2f} s" if before and after else "")
             print(f"{workload.key} {pass_name}: {workload.figure(outcome):,.1f} {workload.unit} "
-                  f"({outcome.errors} bad) in {outcome.seconds:.1f}s", flush=True)
+                  f"({outcome.errors} bad) in {outcome.seconds:.1f}s{cpu}", flush=True)
         stats = mount.stats()
         print(f"mount: peak RSS {(stats.peak_rss_kib or 0) / 1024:.0f} MB, "
               f"CPU {stats.cpu_s or 0:.1f}s", flush=True)
