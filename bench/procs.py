@@ -52,9 +52,14 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
 
 
 def run_main(main: Callable[[], int], prog: str) -> None:
-    """Exit with `main()`'s status; Ctrl-C exits 130 with one line (what ran is stopped)."""
+    """Exit with `main()`'s status; Ctrl-C exits 130 and a RuntimeError (the harness's own
+    "this failed, because") 1, each with one line (what ran is stopped). Anything else is
+    a bug: its traceback shows."""
     try:
         sys.exit(main())
+    except RuntimeError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; everything it started is stopped", file=sys.stderr)
         sys.exit(130)

@@ -110,7 +110,9 @@ class SeaweedS3:
         self.access_key = "bench-" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(20)
         self.port = 0
-        self.filer_port = 0  # the filer's HTTP port (bulk uploads: weed filer.copy)
+        # The filer, as weed's own clients (filer.copy) name it: "127.0.0.1:HTTP.GRPC" (its
+        # gRPC port is not HTTP + 10000, the default they would assume).
+        self.filer_address = ""
         self.ports: list[int] = []
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -134,11 +136,12 @@ class SeaweedS3:
         while len(self.ports) < 8:  # distinct, each free when picked
             if (port := net.free_port()) not in self.ports:
                 self.ports.append(port)
-        master, volume, self.filer_port, self.port, *grpc = self.ports
+        master, volume, filer, self.port, *grpc = self.ports
+        self.filer_address = f"127.0.0.1:{filer}.{grpc[2]}"
         args = [
             str(self.weed), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-dir={self.data_dir}", f"-master.port={master}", f"-volume.port={volume}",
-            "-filer", f"-filer.port={self.filer_port}", "-s3", f"-s3.port={self.port}",
+            "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={self.port}",
             f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}",
             f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}",
             f"-s3.config={s3_config}",

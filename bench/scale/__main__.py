@@ -174,7 +174,7 @@ def start_site(backend: str, tools: Tools, work_dir: Path, run_dir: Path, count:
     cleanup.callback(store.stop)
     store.start()
     if backend == "s3":
-        seconds = tree.upload_seaweed(tools.weed, store.filer_port, container, root, count,
+        seconds = tree.upload_seaweed(tools.weed, store.filer_address, container, root, count,
                                       store.data_dir, store.client())
     else:
         seconds = tree.upload_swift(store.stack, container, count)

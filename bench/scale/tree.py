@@ -57,10 +57,11 @@ def ensure_tree(work_dir: Path, count: int) -> Path:
     return root
 
 
-def upload_seaweed(weed: Path, filer_port: int, bucket: str, root: Path, count: int,
+def upload_seaweed(weed: Path, filer_address: str, bucket: str, root: Path, count: int,
                    state_dir: Path, client) -> float | None:
-    """Copy the tree into `bucket` through the filer unless it is there; return the seconds
-    it took (None: it was there already)."""
+    """Copy the tree into `bucket` through the filer at `filer_address` (host:port.grpc)
+    unless it is there; return the seconds it took (None: it was there already). Raises
+    RuntimeError if the copy fails."""
     marker = state_dir / f"bench-scale-{bucket}{MARKER}"
     if marker.exists() and marker.read_text() == str(count):
         return None
@@ -70,9 +71,12 @@ def upload_seaweed(weed: Path, filer_port: int, bucket: str, root: Path, count: 
     started = time.monotonic()
     print(f"bench.scale: uploading {count:,} objects to SeaweedFS bucket {bucket}", flush=True)
     copy = subprocess.run([str(weed), "filer.copy", "-c", str(COPY_CONCURRENCY),
-                           str(root / "train"), f"http://127.0.0.1:{filer_port}/buckets/{bucket}/"],
-                          check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           str(root / "train"), f"http://{filer_address}/buckets/{bucket}/"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True, errors="replace")
+    if copy.returncode != 0:
+        last = (copy.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"weed filer.copy exited with {copy.returncode}: {last[:300]}")
     # filer.copy exits 0 when files failed: its errors on stderr say so (no marker then).
     failed = [line for line in copy.stderr.splitlines() if "copy file error" in line]
     if failed:
