@@ -41,7 +41,7 @@ import math
 import os
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
 
 import pyfuse3
@@ -51,6 +51,7 @@ from objmount import log as logs
 from objmount.backends.base import BackendError, NotFound
 from objmount.backends.runner import local_runner
 from objmount.inflight import InFlight, Interrupted
+from objmount.namespace.database import Dirent
 from objmount.namespace.tree import ROOT_INODE, Namespace, Node
 from objmount.pagecache import OpenMode, PageCacheVersions
 from objmount.readpath_base import ReadBytes, ReadHandle, ReadPath
@@ -97,11 +98,15 @@ class AttrSettings:
 
 @dataclass(slots=True)
 class _OpenDir:
-    """One open directory: the names its last readdir answer ended at, by offset."""
+    """One open directory: the names of its last readdir answer, by offset, and the rows
+    read for it that did not fit (`rest`, from offset `rest_at`: the next answer's start
+    when the reader goes on)."""
 
     inode: int
     timeout_s: float
     names: dict[int, str]
+    rest: list[Dirent] = field(default_factory=list)
+    rest_at: int = -1
 
 
 @dataclass(slots=True)
@@ -303,7 +308,11 @@ class ReadOnlyOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         handle = self._dirs[fh]
         after = handle.names.get(start_id)
-        entries = self.namespace.dirents(handle.inode, after, READDIR_ROWS, start_id)
+        if handle.rest and handle.rest_at == start_id:  # a reader going on: ~1/4 of a query
+            entries = handle.rest
+        else:
+            entries = self.namespace.dirents(handle.inode, after, READDIR_ROWS, start_id)
+        handle.rest = []
         names = {start_id: after} if after is not None else {}
         offset = start_id
         # One attributes object per kind, changed per entry: readdir_reply copies it into
@@ -314,7 +323,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
         reply = pyfuse3.readdir_reply
         fsencode = os.fsencode
         while entries:
-            for name, inode, size, mtime_ns in entries:
+            for sent, (name, inode, size, mtime_ns) in enumerate(entries):
                 if size is None:
                     attrs = directory
                     attrs.st_ino = inode
@@ -326,6 +335,7 @@ class ReadOnlyOperations(pyfuse3.Operations):
                     attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = mtime_ns
                 if not reply(token, fsencode(name), attrs, offset + 1):
                     handle.names = names
+                    handle.rest, handle.rest_at = entries[sent:], offset
                     return
                 offset += 1
                 names[offset] = name

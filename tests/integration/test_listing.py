@@ -1,5 +1,6 @@
 """Directory listings: paginated, complete, cached for --dir-cache-time, or loaded at once."""
 
+import ctypes
 import errno
 import os
 import time
@@ -23,6 +24,65 @@ def test_a_directory_of_ten_listing_pages_lists_exactly(
         names = os.listdir(mount.path / "many")
         assert len(names) == len(big_directory)
         assert set(names) == big_directory
+
+
+class _Dirent(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64),
+                ("d_reclen", ctypes.c_ushort), ("d_type", ctypes.c_ubyte),
+                ("d_name", ctypes.c_char * 256)]
+
+
+def _libc_listing(path: Path, mark_at: int) -> tuple[list[str], list[str]]:
+    """Every name of `path` through libc's readdir, then the names from the position
+    telldir gave after `mark_at` names, read again after a seekdir back to it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.opendir.restype = ctypes.c_void_p
+    libc.readdir.argtypes = [ctypes.c_void_p]
+    libc.readdir.restype = ctypes.POINTER(_Dirent)
+    libc.telldir.argtypes = [ctypes.c_void_p]
+    libc.telldir.restype = ctypes.c_long
+    libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    libc.closedir.argtypes = [ctypes.c_void_p]
+    handle = libc.opendir(os.fsencode(path))
+    assert handle, os.strerror(ctypes.get_errno())
+
+    def names_to_end() -> list[str]:
+        out = []
+        while entry := libc.readdir(handle):
+            name = os.fsdecode(entry.contents.d_name)
+            if name not in (".", ".."):
+                out.append(name)
+        return out
+
+    try:
+        first = []
+        while len(first) < mark_at:
+            entry = libc.readdir(handle)
+            assert entry
+            if (name := os.fsdecode(entry.contents.d_name)) not in (".", ".."):
+                first.append(name)
+        mark = libc.telldir(handle)
+        rest = names_to_end()
+        libc.seekdir(handle, mark)
+        again = names_to_end()
+    finally:
+        libc.closedir(handle)
+    assert again == rest
+    return first + rest, again
+
+
+def test_readdir_across_many_kernel_buffers_and_a_seekdir_back_lists_exactly(
+    big_directory: set[str], config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,500 names, a dozen kernel readdir buffers: each answer goes on from the rows the
+    last one read and did not send; a seekdir back reads from its position again."""
+    monkeypatch.setenv(PAGE_SIZE_ENV, str(BIG_DIRECTORY_PAGE))
+    with mounted("remote:wide", tmp_path / "mnt", config) as mount:
+        os.listdir(mount.path / "many")  # listed: the walk below is served by the mount
+        names, again = _libc_listing(mount.path / "many", mark_at=1_234)
+    assert len(names) == len(big_directory) and set(names) == big_directory
+    assert names == sorted(names)
+    assert again == names[1_234:]
 
 
 def test_fast_list_loads_the_tree_at_mount_time(
