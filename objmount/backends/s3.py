@@ -7,6 +7,10 @@ and no env_auth, requests are unsigned (public buckets), as in rclone. boto3's
 own retries are off: the runner (or the ETL loader) retries. GETs, LISTs and
 PUTs go the lean way (s3_get.py, s3_put.py) unless a proxy or a region redirect
 calls for boto3; either way, a read returns exactly the stored bytes asked for.
+With static keys (or none) at an endpoint, boto3's client is made at its first
+use only, and the start-up check is a lean HEAD: a mount that needs nothing else
+never imports boto3 (~0.3 s of start-up); with env_auth or AWS's own endpoints,
+boto3 resolves credentials and endpoint at once, as before.
 
 Files above the segment size go up as multipart uploads, SEGMENT_STREAMS parts
 at a time, each part streamed from the file (memory stays at a few buffers per
@@ -19,12 +23,13 @@ import hashlib
 import io
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from types import ModuleType
+from typing import Any, BinaryIO, TypeVar
 
-import boto3
 import botocore.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config
@@ -71,6 +76,13 @@ _MIN_PART_BYTES = 5 << 20
 _MAX_PARTS = 10_000
 
 
+def _boto3() -> ModuleType:
+    """boto3, imported at its first use (~0.1 s a mount from a snapshot may not need)."""
+    import boto3
+
+    return boto3
+
+
 def _register_credentials(credentials: Credentials | None) -> None:
     """Register the secret key and session token boto3 resolved (env_auth: from the
     environment, a profile, an assumed role...) for log redaction.
@@ -102,7 +114,8 @@ class S3Backend:
             self.endpoint = f"https://{self.endpoint}"
         self.region = remote.get("region", "us-east-1")
         self.location_constraint = remote.get("location_constraint")
-        signed = remote.flag("env_auth") or bool(remote.get("access_key_id"))
+        env_auth = remote.flag("env_auth")
+        signed = env_auth or bool(remote.get("access_key_id"))
         config = Config(
             region_name=self.region,
             connect_timeout=timeouts.connect_s,
@@ -113,25 +126,47 @@ class S3Backend:
             s3={"addressing_style": "path" if self.endpoint else "auto"},
             signature_version=None if signed else UNSIGNED,
         )
-        if remote.flag("env_auth"):
-            session = boto3.session.Session()
-        else:
-            session = boto3.session.Session(
-                aws_access_key_id=remote.get("access_key_id") or None,
-                aws_secret_access_key=remote.get("secret_access_key") or None,
-                aws_session_token=remote.get("session_token") or None,
-            )
-        self.client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        keys = {} if env_auth else {
+            "aws_access_key_id": remote.get("access_key_id") or None,
+            "aws_secret_access_key": remote.get("secret_access_key") or None,
+            "aws_session_token": remote.get("session_token") or None,
+        }
+        self._client_lock = threading.Lock()
+        self._new_client = lambda: _boto3().session.Session(**keys).client(
+            "s3", endpoint_url=self.endpoint, config=config)
+        self._client = None
         self.page_size = min(_LIST_MAX_KEYS, listing_page_size_override() or _LIST_MAX_KEYS)
         # GETs skip boto3's ~1 ms of CPU per request (s3_get.py); None: boto3 for all.
         self.getter: S3Getter | None = None
-        credentials = session.get_credentials() if signed else None
+        if self.endpoint and not env_auth:
+            # Static keys (or none) at a given endpoint: what the lean paths need is known
+            # without boto3, whose client (~0.3 s to import and build) waits for a call
+            # only it makes: a mount from a snapshot may never make one.
+            endpoint_url = self.endpoint
+            credentials = Credentials(keys["aws_access_key_id"], keys["aws_secret_access_key"],
+                                      keys["aws_session_token"]) if signed else None
+        else:  # boto3 resolves them: the credential chain, AWS's endpoints
+            session = _boto3().session.Session(**keys)
+            self._client = session.client("s3", endpoint_url=self.endpoint, config=config)
+            endpoint_url = self._client.meta.endpoint_url
+            credentials = session.get_credentials() if signed else None
         _register_credentials(credentials)
-        if (credentials or not signed) and lean_get_supported(self.client.meta.endpoint_url):
-            self.getter = S3Getter(self.client.meta.endpoint_url, bucket, self.region,
+        if (credentials or not signed) and lean_get_supported(endpoint_url):
+            self.getter = S3Getter(endpoint_url, bucket, self.region,
                                    credentials, timeouts, path_style=bool(self.endpoint))
         # PUTs likewise (s3_put.py): one MD5 instead of three hashes, 1 MiB socket writes.
         self.putter = S3Putter(self.getter, timeouts) if self.getter else None
+
+    @property
+    def client(self) -> Any:  # boto3's S3 client: its class is generated at run time
+        """boto3's S3 client, made at its first use (thread-safe)."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._new_client()
+                client = self._client
+        return client
 
     def describe(self) -> str:
         where = logsetup.redact_url(self.endpoint) if self.endpoint else f"AWS region {self.region}"
@@ -142,6 +177,14 @@ class S3Backend:
         # error has no body (a refused token reads "400 Bad Request"), so a refusal is
         # asked again as a one-key listing, whose error carries the store's reason
         # (InvalidToken, AccessDenied, NoSuchBucket).
+        # Lean while boto3's client is not made (static keys at an endpoint: a mount from a
+        # snapshot then never makes it); where it is, through it, as every other call.
+        if self._client is None and self.getter is not None:
+            try:
+                if self._call(self.getter.bucket_answers, key=None):
+                    return
+            except LeanGetUnsupported:
+                self.getter = None  # a region redirect: boto3 follows those
         try:
             self._call(lambda: self.client.head_bucket(Bucket=self.container), key=None)
         except BackendError as refused:

@@ -112,6 +112,22 @@ class S3Getter:
         except StatusError as exc:
             raise error_of(exc, "ListObjectsV2") from None
 
+    def bucket_answers(self) -> bool:
+        """HEAD the bucket: True if it answers 200, False for an error answer (a HEAD's
+        has no body: the caller asks again where the answer says why).
+
+        Blocks for one request; raises LeanGetUnsupported for a redirect to another
+        region and objmount's errors for transport failures, as `get` does.
+        """
+        url = self.bucket_url
+        what = f"bucket {self.bucket!r}"
+        response = self.http.send("HEAD", url, self.signed("HEAD", url, {}), what)
+        if response.status in _REDIRECT_STATUSES:
+            self.http.close(response)
+            raise LeanGetUnsupported(f"HTTP {response.status}")
+        self.http.read_all(response, what)  # none: the connection goes back to the pool
+        return response.status == 200
+
     def signed(self, method: str, url: str, headers: Mapping[str, str],
                payload_sha256: str = EMPTY_SHA256) -> dict[str, str]:
         """`headers` plus the SigV4 signature of `method url` (unchanged if unsigned);

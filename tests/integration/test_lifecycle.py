@@ -193,6 +193,21 @@ def test_umount_of_a_busy_mount_detaches_lazily(
         mount.proc.wait(timeout=15)
 
 
+@pytest.mark.parametrize("store", ["s3"], indirect=True)  # boto3 is S3's SDK
+def test_s3_with_static_keys_mounts_lists_and_reads_without_boto3s_client(
+    store: TestStore, dataset: dict[str, bytes], config: Path, tmp_path: Path
+) -> None:
+    """Keys from rclone.conf at an endpoint: the start-up check, listings and GETs go the
+    lean way, so boto3's client (~0.3 s of start-up, ~20 MB) is never made; botocore
+    logs its creation at -vv."""
+    with mounted("remote:dataset", tmp_path / "mnt", config, "-vv") as mount:
+        assert sorted(os.listdir(mount.path / "nested" / "a")) == ["b", "sibling.txt"]
+        assert (mount.path / "one.bin").read_bytes() == dataset["one.bin"]
+        log = mount.log()
+    assert " DEBUG " in log  # -vv (and the -v mounted() adds): every library's DEBUG lines
+    assert "botocore" not in log
+
+
 def test_umount_of_something_not_mounted_fails(tmp_path: Path) -> None:
     assert_one_line_error(objmount("umount", str(tmp_path)), "is not mounted")
 
