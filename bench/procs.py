@@ -100,6 +100,8 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def read_status_kib(pid: int, field: str) -> int | None:
     """Return a `kB` field of /proc/PID/status (VmHWM: peak RSS), or None if gone."""
     try:

@@ -132,7 +132,8 @@ class S3Backend:
             "aws_session_token": remote.get("session_token") or None,
         }
         self._client_lock = threading.Lock()
-        self._new_client = lambda: _boto3().session.Session(**keys).client(
+        self._session = lambda: _boto3().session.Session(**keys)
+        self._client_of = lambda session: session.client(
             "s3", endpoint_url=self.endpoint, config=config)
         self._client = None
         self.page_size = min(_LIST_MAX_KEYS, listing_page_size_override() or _LIST_MAX_KEYS)
@@ -146,8 +147,8 @@ class S3Backend:
             credentials = Credentials(keys["aws_access_key_id"], keys["aws_secret_access_key"],
                                       keys["aws_session_token"]) if signed else None
         else:  # boto3 resolves them: the credential chain, AWS's endpoints
-            session = _boto3().session.Session(**keys)
-            self._client = session.client("s3", endpoint_url=self.endpoint, config=config)
+            session = self._session()
+            self._client = self._client_of(session)
             endpoint_url = self._client.meta.endpoint_url
             credentials = session.get_credentials() if signed else None
         _register_credentials(credentials)
@@ -164,7 +165,7 @@ class S3Backend:
         if client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = self._new_client()
+                    self._client = self._client_of(self._session())
                 client = self._client
         return client
 
