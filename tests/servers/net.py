@@ -3,6 +3,7 @@
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,17 +29,39 @@ def worker_ports(ports: range, env: dict[str, str]) -> range:
 SERVER_PORTS = worker_ports(ALL_SERVER_PORTS, dict(os.environ))
 
 
+# Ports this process has handed out: never handed out twice, so two threads (or a relay
+# that stopped listening for a while, and means to listen again) cannot both count on one.
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now, outside the ephemeral range."""
-    for _ in range(200):
-        port = random.choice(SERVER_PORTS)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
+    """Return a TCP port on 127.0.0.1 that is free right now, outside the ephemeral range,
+    and that this process has not handed out before."""
+    return free_port_run(1)
+
+
+def free_port_run(length: int) -> int:
+    """First port of `length` consecutive ports as `free_port` returns them."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(200):
+            first = random.randrange(SERVER_PORTS.start, SERVER_PORTS.stop - length + 1)
+            run = range(first, first + length)
+            if not _HANDED_OUT.isdisjoint(run) or not all(map(_bindable, run)):
                 continue
-            return port
-    raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
+            _HANDED_OUT.update(run)
+            return first
+    raise RuntimeError(f"no {length} free consecutive ports in "
+                       f"{SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_until(ready: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -24,7 +24,6 @@ import importlib
 import json
 import os
 import pwd
-import random
 import secrets
 import signal
 import socket
@@ -480,26 +479,15 @@ def _http_ok(url: str) -> bool:
 
 
 def _free_port_run(length: int) -> int:
-    """First port of ``length`` consecutive ports free on 127.0.0.1, below the ephemeral
+    """First port of ``length`` consecutive free ports on 127.0.0.1, below the ephemeral
     range (tests/servers/net.py says why: a port from it can be taken by a client
     connection before the server binds it, and the server fails to start)."""
-    from tests.servers.net import SERVER_PORTS  # not at the top: servers run this file alone
+    from tests.servers.net import free_port_run  # not at the top: servers run this file alone
 
-    for _ in range(100):
-        first = random.randrange(SERVER_PORTS.start, SERVER_PORTS.stop - length)
-        sockets = []
-        try:
-            for port in range(first, first + length):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind((HOST, port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise SwiftStackError(f"no {length} consecutive free ports on {HOST}")
+    try:
+        return free_port_run(length)
+    except RuntimeError as exc:
+        raise SwiftStackError(str(exc)) from None
 
 
 def _check_user_xattrs(directory: Path) -> None:
