@@ -136,8 +136,9 @@ class Backend(Protocol):
         """Return the object's metadata (a HEAD request); raises NotFound."""
         ...
 
-    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
-        """Return bytes [start, end) of the object, which must still have `etag` if given."""
+    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes | bytearray:
+        """Return bytes [start, end) of the object, which must still have `etag` if given
+        (a bytearray where that saves copying it: callers never change it)."""
         ...
 
     # Writes: used by `objmount etl load`, never by a mount.

@@ -208,7 +208,7 @@ class Answer:
     def complete(self) -> bool:
         return self._ended or self.length_remaining == 0
 
-    def read(self, length: int, watch: Watch | None = None) -> bytes:
+    def read(self, length: int, watch: Watch | None = None) -> bytes | bytearray:
         """Return exactly the next `length` bytes of the body (fewer if it ends first:
         only where its frame says it ends); raise IncompleteBody if it is cut short.
         `watch` is told the size of every receive from the socket (and may raise)."""
@@ -229,7 +229,7 @@ class Answer:
         elif got < length:
             self._ended = True
             del out[got:]
-        return bytes(out)
+        return out  # not copied into bytes: a block can be megabytes
 
     def read_all(self, limit: int | None = None) -> bytes:
         """Return the rest of the body (at most `limit` bytes: the rest is left unread)."""

@@ -141,7 +141,7 @@ class PooledHTTP:
         return self.read_all(response, what)
 
     def get_range(self, url: str, headers: Mapping[str, str], start: int, end: int,
-                  etag: str | None, what: str) -> bytes:
+                  etag: str | None, what: str) -> bytes | bytearray:
         """GET bytes [start, end) with `headers` (from range_headers, signed or not).
 
         Returns exactly the bytes asked for, fewer only where the object ends
@@ -187,7 +187,8 @@ class PooledHTTP:
         """Give up on `response`: its connection, in an unknown state, is closed, not reused."""
         response.close()
 
-    def _read_exactly(self, response: http1.Answer, length: int, what: str) -> bytes:
+    def _read_exactly(self, response: http1.Answer, length: int, what: str
+                      ) -> bytes | bytearray:
         """Read exactly `length` bytes of the body, under the stall rule; fewer, or too
         slowly, is a transient BackendError."""
         with self._transport_errors(what, ""):

@@ -250,7 +250,7 @@ class S3Backend:
             mtime_ns=int(reply["LastModified"].timestamp() * 1e9),
         )
 
-    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes | bytearray:
         if end <= start:
             return b""
         return self._call(

@@ -73,7 +73,7 @@ class S3Getter:
     def object_url(self, key: str) -> str:
         return self.base_url + urllib.parse.quote(key, safe="/~")
 
-    def get(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+    def get(self, key: str, start: int, end: int, etag: str | None) -> bytes | bytearray:
         """Return bytes [start, end) of `key` (fewer only past its end); with `etag`,
         only of that version.
 

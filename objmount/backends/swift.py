@@ -281,7 +281,7 @@ class SwiftBackend:
     def stat(self, key: str) -> ObjectInfo:
         return _info_from_headers(key, self._head(key))
 
-    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes:
+    def read(self, key: str, start: int, end: int, etag: str | None) -> bytes | bytearray:
         # Swift answers If-Match with the ETag a HEAD shows: a plain object's MD5,
         # an SLO's slo_etag, a DLO's computed ETag (checked on 2.38).
         if end <= start:
@@ -300,7 +300,8 @@ class SwiftBackend:
             return b""
         return data
 
-    def _lean_read(self, key: str, start: int, end: int, etag: str | None) -> bytes | None:
+    def _lean_read(self, key: str, start: int, end: int, etag: str | None
+                   ) -> bytes | bytearray | None:
         """One ranged GET over the pool (None for a 416); a 401 renews the token once."""
         what = f"{self.container}/{key}"
         path = f"/{quote(self.container, safe='/')}/{quote(key, safe='/')}"
