@@ -65,6 +65,10 @@ class ReadStats:
     # written), and the blocks not written for it.
     cache_holding: int = 0
     cache_not_admitted: int = 0
+    # Blocks fetched and not yet written to the cache (the writer's queue), and GETs that
+    # waited for that queue to shrink below half the memory budget.
+    cache_writes_pending: int = 0
+    write_backlog_waits: int = 0
     # Time in reads, and in reads during which a GET of the file's blocks ended (waiting
     # on the store), in nanoseconds.
     read_ns: int = 0
@@ -88,7 +92,7 @@ class GetCounters(Protocol):
 
 async def fetch_exact(
     backend: Backend, runner: Runner, stats: GetCounters, obj: ObjectInfo, start: int, end: int
-) -> bytes:
+) -> bytes | bytearray:
     """One ranged GET of bytes [start, end) of `obj`, conditional on its ETag, retried by
     the runner and counted in `stats`; `end` is within the size seen at open.
 
@@ -102,7 +106,7 @@ async def fetch_exact(
     return data
 
 
-def check_exact(obj: ObjectInfo, data: bytes, start: int, end: int) -> None:
+def check_exact(obj: ObjectInfo, data: bytes | bytearray, start: int, end: int) -> None:
     """Raise BackendError unless `data` is exactly bytes [start, end) long (fetch_exact's rule
     for callers that GET in a thread of their own)."""
     if len(data) != end - start:

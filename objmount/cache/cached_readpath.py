@@ -96,6 +96,7 @@ class CacheStats(ReadStats):
         self.prefetch_buffer_bytes = ahead.held_bytes
         self.prefetch_ahead_files = path.orders.ahead_files()
         self.orders = len(path.orders)
+        self.cache_writes_pending = path.writes_pending
         self.order_missing_files = path.orders.files_missing
         if path.policy is not None:
             self.cache_holding = int(path.policy.holding)
@@ -214,6 +215,12 @@ class CachedReadPath:
         self._writes_pending = 0
         self._writes_settled = trio.Event()
         self._writes_settled.set()
+        # Bytes queued for the writer: past half the budget, GETs wait (_write_room), so
+        # that a store faster than the cache disk cannot fill memory with blocks to write.
+        self._write_bytes_pending = 0
+        self._write_backlog_bytes = options.max_buffer_memory_bytes // 2
+        self._write_room = trio.Event()
+        self._write_room.set()
         self._flights: dict[BlockKey, _Flight] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -321,6 +328,7 @@ class CachedReadPath:
         try:
             self.stats.prefetch_gets += 1
             flight.fetched = True
+            await self._room_to_write()
             data = (await self._fetch(obj, key, name, read_disk=False, present_ok=False,
                                       background=True)).data
             flight.data = data
@@ -495,10 +503,12 @@ class CachedReadPath:
         try:
             data = None
             read_disk = store is not None and not ahead and check_disk
-            if read_disk and (key.length > SMALL_BLOCK_BYTES or not self._get_thread_free()):
+            if read_disk and (key.length > SMALL_BLOCK_BYTES or not self._get_thread_free()
+                              or self._write_backlogged()):
                 data = await self._read_disk(key, name, 0, key.length)  # in a disk thread
                 read_disk = False
             if data is None:
+                await self._room_to_write()  # (no wait with read_disk: not backlogged)
                 fetched = await self._fetch(obj, key, name, read_disk=read_disk,
                                             present_ok=ahead and store is not None,
                                             background=ahead)
@@ -530,7 +540,25 @@ class CachedReadPath:
         if not self._writes_pending:
             self._writes_settled = trio.Event()
         self._writes_pending += 1
+        self._write_bytes_pending += len(data)
+        if self._write_backlogged() and self._write_room.is_set():
+            self._write_room = trio.Event()
         self.writer.submit(Write(key, name, data, flight))
+
+    def _write_backlogged(self) -> bool:
+        return self._write_bytes_pending > self._write_backlog_bytes
+
+    async def _room_to_write(self) -> None:
+        """Wait while the writer's queue holds more than its share of the budget (the
+        writer frees it at the cache disk's pace; hits, on disk or in memory, go on)."""
+        while self._write_backlogged():
+            self.stats.write_backlog_waits += 1
+            await self._write_room.wait()
+
+    @property
+    def writes_pending(self) -> int:
+        """Blocks fetched and queued for the writer, not yet written (or given up)."""
+        return self._writes_pending
 
     async def writes_settled(self) -> None:
         """Return once every block fetched so far is written to the cache (or given up)."""
@@ -544,11 +572,14 @@ class CachedReadPath:
                 self.open_blocks.add(write.name, opened)
             self.stats.blocks_stored += stored
             self.budget.give(len(write.data))
+            self._write_bytes_pending -= len(write.data)
             if self._flights.get(write.key) is write.token:
                 del self._flights[write.key]
         self._writes_pending -= len(outcomes)
         if not self._writes_pending:
             self._writes_settled.set()
+        if not self._write_backlogged():
+            self._write_room.set()
 
     async def _fetch(self, obj: ObjectInfo, key: BlockKey, name: str, *, read_disk: bool,
                      present_ok: bool, background: bool = False) -> _Fetched:

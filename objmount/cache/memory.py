@@ -10,10 +10,12 @@ Invariants:
 - optional memory (read-ahead, the hot tier) is taken with `try_take`, which
   fails rather than exceed the budget; the hot tier gives its memory back first
   when read-ahead asks for it;
-- memory a read cannot do without (the block it is reading right now) is taken
-  with `take`, which always succeeds: reads never fail for lack of buffer. Such
-  overdraft is bounded by the reads in flight (pyfuse3's task limit) times the
-  block size, and while it lasts no read-ahead is granted.
+- memory a read cannot do without (the block it is reading right now, a block
+  fetched and waiting to be written) is taken with `take`, which always
+  succeeds: reads never fail for lack of buffer. Such overdraft is bounded by the
+  GETs in flight times the block size, plus the writer's queue, which new GETs
+  wait for once it holds half the budget (cached_readpath.py); while it lasts no
+  read-ahead is granted.
 
 Used on the trio thread only: no locks.
 """

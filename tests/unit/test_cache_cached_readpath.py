@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from objmount.backends.base import ETagMismatch, ObjectInfo
 from objmount.backends.runner import Runner
@@ -271,3 +272,41 @@ async def test_sequential_reads_are_served_by_parallel_read_ahead(tmp_path: Path
         assert max(in_flight) > 2  # blocks ahead were fetched in parallel
         assert path.budget.used_bytes <= path.budget.max_bytes
     assert len(backend.gets) == 21
+
+
+@trio_test
+async def test_gets_wait_while_blocks_to_write_hold_half_the_memory_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store faster than the cache disk: blocks fetched wait in memory to be written,
+    and past half the budget (4 of 8 MiB) new GETs wait for the writer. Nothing is lost:
+    once the disk catches up, the read completes, exact, and every block is stored."""
+    backend = CountingBackend(OBJECTS)
+    disk_stuck = threading.Event()
+    put_many = BlockStore.put_many
+
+    def slow_disk(store: BlockStore, *args: object, **kwargs: object) -> object:
+        assert disk_stuck.wait(10)
+        return put_many(store, *args, **kwargs)
+
+    monkeypatch.setattr(BlockStore, "put_many", slow_disk)
+    async with cached_path(backend, tmp_path, max_buffer_memory_bytes=8 * MiB,
+                           read_ahead_bytes=2 * BLOCK, cache_mem_bytes=0) as path:
+        result: list[bytes] = []
+
+        async def reader() -> None:
+            result.append(await read_all(path, backend.info("big.bin")))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            with trio.fail_after(10):
+                while not path.stats.write_backlog_waits:
+                    await trio.testing.wait_all_tasks_blocked()
+            # 4 MiB queued, and at most the GETs in flight when it got there (the
+            # block read and the 2 MiB read-ahead window) over it.
+            assert 4 < path.writes_pending <= 4 + 3
+            assert len(backend.gets) == path.writes_pending
+            disk_stuck.set()
+        assert result == [OBJECTS["big.bin"]]
+        await path.writes_settled()
+        assert path.stats.blocks_stored == 21
