@@ -253,6 +253,16 @@ class Mount:
         except (OSError, ValueError):
             return {}
 
+    def settle_writes(self, timeout_s: float = 300.0) -> float:
+        """Wait until the blocks the mount fetched are all written to its cache (a warm
+        pass then reads a cache as full as rclone's, which writes as it downloads);
+        return the seconds waited (0 for other tools)."""
+        started = time.monotonic()
+        procs.wait_until(lambda: not self.objmount_stats().get("cache_writes_pending"),
+                         timeout_s, f"{self.spec.name}: cache writes",
+                         lambda: self.proc is not None and self.proc.poll() is None)
+        return time.monotonic() - started
+
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the mount process (SIGKILL after `timeout_s`) and make sure nothing stays
         mounted; never raises."""

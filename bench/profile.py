@@ -78,6 +78,21 @@ def summarize(collapsed: Path, top: int) -> str:
     return "\n".join(lines)
 
 
+# The mount's counters (its root's stats xattr) a pass line shows the change of.
+PASS_COUNTERS = ("reads", "bytes_read", "gets", "memory_hits", "disk_hits", "fast_disk_hits",
+                 "cache_misses", "blocks_stored")
+
+
+def counters_since(before: dict[str, int], after: dict[str, int]) -> str:
+    """`name +N` for each counter that changed, and the mean FUSE read size."""
+    changed = {name: after.get(name, 0) - before.get(name, 0) for name in PASS_COUNTERS
+               if after.get(name, 0) != before.get(name, 0)}
+    words = [f"{name} +{count:,}" for name, count in changed.items()]
+    if changed.get("reads"):
+        words.append(f"mean read {changed.get('bytes_read', 0) / changed['reads'] / 1024:.0f} KiB")
+    return ", ".join(words) or "no change"
+
+
 def start_py_spy(mount: Mount, stem: Path, args: argparse.Namespace) -> subprocess.Popen:
     """Attach py-spy to the mount process; it writes collapsed stacks when interrupted."""
     assert mount.proc is not None
@@ -139,17 +154,24 @@ def main() -> None:
             if spy is None and args.profiler == "py-spy" and pass_name in profiled:
                 spy = start_py_spy(mount, stem, args)
                 cleanup.callback(spy.kill)
+            if pass_name != "cold":
+                print(f"  cache writes settled in {mount.settle_writes():.1f} s", flush=True)
             drop_caches()
             before = procs.cpu_times(mount.proc.pid) if mount.proc else None
+            counted = mount.objmount_stats()
             outcome = harness.run_pass(workload, mount.path, ctx, mount.stop, Limits())
             after = procs.cpu_times(mount.proc.pid) if mount.proc else None
             cpu = (f"; mount CPU user {after[0] - before[0]:.2f} s, system "
                    f"{after[1] - before[1]:.2f} s" if before and after else "")
             print(f"{workload.key} {pass_name}: {workload.figure(outcome):,.1f} {workload.unit} "
                   f"({outcome.errors} bad) in {outcome.seconds:.1f}s{cpu}", flush=True)
+            print(f"  read path: {counters_since(counted, mount.objmount_stats())}",
+                  flush=True)
         stats = mount.stats()
+        buffered = mount.objmount_stats().get("buffer_peak_bytes", 0) / (1 << 20)
         print(f"mount: peak RSS {(stats.peak_rss_kib or 0) / 1024:.0f} MB, "
-              f"CPU {stats.cpu_s or 0:.1f}s", flush=True)
+              f"CPU {stats.cpu_s or 0:.1f}s, peak memory held for reads {buffered:.0f} MiB",
+              flush=True)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
