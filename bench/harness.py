@@ -230,6 +230,8 @@ def _cycle(spec: MountSpec, workload: Workload, ctx: Context, site: Site,
         mount.start()
         gauge = meter(mount, site)
         for pass_name in workload.passes:
+            if pass_name != "cold":
+                mount.settle_writes()  # warm: the cache as full as it gets
             if pass_name != "hot":
                 drop_caches()
             cold = passes.get("cold")
