@@ -59,7 +59,7 @@ from objmount.cache.blocks import (
 from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.keys import name_of
 from objmount.cache.memory import AheadBuffer, HotTier, MemoryBudget
-from objmount.cache.openblocks import OpenBlocks
+from objmount.cache.openblocks import OpenBlocks, chunks_of
 from objmount.cache.orderahead import OrderAhead, Resolve
 from objmount.cache.policy import ResidentSetPolicy
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
@@ -76,6 +76,8 @@ DISK_THREADS = 4
 # it is not there (one hop); a larger one is read in a disk thread (8 MiB takes
 # milliseconds: GET threads are for GETs).
 SMALL_BLOCK_BYTES = 1 << 20
+# Block names an open file keeps (computed once, not per read): 8 GiB of 8 MiB blocks.
+NAMED_PER_HANDLE = 1024
 
 
 class CacheStats(ReadStats):
@@ -383,10 +385,11 @@ class CachedReadPath:
         return await flight.result_for(waiter)
 
     async def fetch_block(self, obj: ObjectInfo, key: BlockKey,
-                          waiter: "_GetCounter | None" = None) -> bytes | bytearray:
+                          waiter: "_GetCounter | None" = None, name: str | None = None
+                          ) -> bytes | bytearray:
         """Return a whole block: from memory, a file kept open, a lookup in flight, from
-        disk, or a GET (counted in `waiter.gets`)."""
-        name = name_of(key)
+        disk, or a GET (counted in `waiter.gets`). `name`: name_of(key), if known."""
+        name = name or name_of(key)
         found = self.lookup_now(key, name, 0, key.length)
         if found is not None:
             return bytes(found) if isinstance(found, memoryview) else found  # whole: not one
@@ -397,11 +400,11 @@ class CachedReadPath:
 
     async def read_range(
         self, obj: ObjectInfo, key: BlockKey, start: int, end: int,
-        waiter: "_GetCounter | None" = None,
+        waiter: "_GetCounter | None" = None, name: str | None = None,
     ) -> ReadBytes:
         """Return bytes [start, end) of a block, reading only what is needed from disk (a
-        GET is counted in `waiter.gets`)."""
-        name = name_of(key)
+        GET is counted in `waiter.gets`). `name`: name_of(key), if known."""
+        name = name or name_of(key)
         data = self.lookup_now(key, name, start, end)
         if data is not None:
             return data
@@ -449,12 +452,14 @@ class CachedReadPath:
         finally:
             if lent is not None:
                 self.open_blocks.give_back(name, lent)
-        if opened is not None:
-            self.open_blocks.add(name, opened)
         if data is None:
             if lent is not None:
                 self.open_blocks.drop(name)  # corrupt: the store removed it
             return None
+        if opened is not None:
+            self.open_blocks.add(name, opened, chunks_of(start, end))
+        else:
+            self.open_blocks.note_read(name, chunks_of(start, end))
         self._hit(memory=False)
         return data
 
@@ -651,7 +656,7 @@ class OneBlockHandle:
                         self._let_go(data)
                     return _slice(data, offset, end)
                 self._let_go(None)
-            return await path.read_range(self.obj, self.key, offset, end, self)
+            return await path.read_range(self.obj, self.key, offset, end, self, self.name)
 
     async def close(self) -> None:
         flight = self._flight
@@ -710,15 +715,28 @@ class _ObjectBlocks:
         self.obj = obj
         self.block_size = path.options.block_size_bytes
         self.gets = 0  # blocks that came from the store (for the time reads wait on it)
+        self._named: dict[int, tuple[BlockKey, str]] = {}  # computed once per handle
 
     def key(self, index: int) -> BlockKey:
-        return block_key(self.path.source, self.obj, self.block_size, index)
+        return self.named(index)[0]
+
+    def named(self, index: int) -> tuple[BlockKey, str]:
+        """Block `index`'s key and file name."""
+        found = self._named.get(index)
+        if found is None:
+            if len(self._named) >= NAMED_PER_HANDLE:
+                self._named.clear()
+            key = block_key(self.path.source, self.obj, self.block_size, index)
+            found = self._named[index] = (key, name_of(key))
+        return found
 
     async def fetch_block(self, index: int) -> bytes | bytearray:
-        return await self.path.fetch_block(self.obj, self.key(index), self)
+        key, name = self.named(index)
+        return await self.path.fetch_block(self.obj, key, self, name)
 
     async def read_block(self, index: int, start: int, end: int) -> ReadBytes:
-        return await self.path.read_range(self.obj, self.key(index), start, end, self)
+        key, name = self.named(index)
+        return await self.path.read_range(self.obj, key, start, end, self, name)
 
 
 class CachedHandle:
@@ -743,8 +761,7 @@ class CachedHandle:
         _drop_unread(self.path, self.blocks.key(0))
 
     def _consumed(self, index: int, data: bytes | bytearray) -> None:
-        key = self.blocks.key(index)
-        self.path.keep_in_memory(key, name_of(key), data)
+        self.path.keep_in_memory(*self.blocks.named(index), data)
 
 
 async def open_cached_read_path(

@@ -8,7 +8,13 @@ later read of that block on the trio thread checks that the file is still linked
 with EAGAIN rather than wait when a page is not in the page cache, and verifies
 the chunks' CRCs against the header (blockfile.read_verified). Anything else (no
 descriptor, pages not cached, a file unlinked or renamed over, a partial read)
-returns None: the caller reads in a worker thread instead. A CRC mismatch drops
+returns None: the caller reads in a worker thread instead.
+
+Each file carries a hint of the chunks the kernel has in memory: all of a file
+just written, those read since. A range outside the hint goes to a thread with
+no syscall here; a read that finds pages missing (the kernel dropped them)
+clears the hint. After drop_caches, a random reader thus pays one failed
+RWF_NOWAIT per file, not one per read. The hint only picks where to read. A CRC mismatch drops
 the descriptor and returns None too; the thread then finds the file corrupt and
 removes it.
 
@@ -37,7 +43,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from objmount import log as logs
-from objmount.cache.blockfile import CorruptBlock, pread_nowait, read_verified
+from objmount.cache.blockfile import CHUNK_BYTES, CorruptBlock, pread_nowait, read_verified
 from objmount.cache.blocks import OpenBlock
 from objmount.cache.keys import BlockKey, key_digest
 
@@ -53,6 +59,15 @@ MAX_OPEN_FILES = 1024
 # The largest read served on the trio thread (a FUSE read is at most 1 MiB): a whole
 # 8 MiB block would hold the loop for milliseconds, and goes to a thread instead.
 MAX_NOWAIT_BYTES = (1 << 20) + (64 << 10)
+# The hint of a file whose every chunk is in memory (just written, or read whole).
+ALL_CHUNKS = -1
+
+
+def chunks_of(start: int, end: int) -> int:
+    """The bit mask of the chunks data bytes [start, end) of a block fall in."""
+    first = start // CHUNK_BYTES
+    last = max(first, (end - 1) // CHUNK_BYTES)
+    return ((1 << (last - first + 1)) - 1) << first
 
 
 def default_max_files() -> int:
@@ -66,6 +81,8 @@ def default_max_files() -> int:
 @dataclass(eq=False, slots=True)
 class _Entry:
     block: OpenBlock
+    resident: int = ALL_CHUNKS  # chunks believed in the page cache (a bit each)
+    digest: bytes = b""  # its key's (blockfile.key_digest), once computed
     lent: int = 0  # worker threads reading through it now
     dropped: bool = False  # out of the cache: closed once no thread has it
 
@@ -79,6 +96,7 @@ class OpenBlocks:
         self.nowait = True  # False once the filesystem refused RWF_NOWAIT
         self.fast_reads = 0
         self.not_cached = 0  # reads that found pages missing (they went to a thread)
+        self.not_tried = 0  # reads outside the hint (to a thread with no syscall)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lent_out: dict[int, _Entry] = {}  # dropped while lent, by descriptor
 
@@ -88,13 +106,15 @@ class OpenBlocks:
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
-    def add(self, name: str, block: OpenBlock) -> None:
-        """Keep `block` (its descriptor is now this cache's); one already kept for `name`
-        stays, and this one is closed."""
+    def add(self, name: str, block: OpenBlock, resident: int = ALL_CHUNKS) -> None:
+        """Keep `block` (its descriptor is now this cache's), whose chunks `resident` (a
+        mask) were just read or written; one already kept for `name` stays (and learns
+        of them), and this one is closed."""
         if name in self._entries or self.max_files == 0:
+            self.note_read(name, resident)
             os.close(block.fd)
             return
-        self._entries[name] = _Entry(block)
+        self._entries[name] = _Entry(block, resident)
         while len(self._entries) > self.max_files:
             _, entry = self._entries.popitem(last=False)
             self._let_go(entry)
@@ -108,6 +128,12 @@ class OpenBlocks:
         entry.lent += 1
         self._entries.move_to_end(name)
         return entry.block
+
+    def note_read(self, name: str, chunks: int) -> None:
+        """Chunks `chunks` (a mask) of block `name` were just read: the kernel has them."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            entry.resident |= chunks
 
     def give_back(self, name: str, block: OpenBlock) -> None:
         entry = self._entries.get(name)
@@ -131,15 +157,23 @@ class OpenBlocks:
         entry = self._entries.get(name)
         if entry is None or not self.nowait or end - start > MAX_NOWAIT_BYTES:
             return None
+        if entry.resident != ALL_CHUNKS:
+            chunks = chunks_of(start, end)
+            if entry.resident & chunks != chunks:
+                self.not_tried += 1
+                return None
         fd = entry.block.fd
         try:
             if os.fstat(fd).st_nlink == 0:  # evicted, or replaced: the path has another
                 self.drop(name)
                 return None
-            data, _head = read_verified(fd, key, start, end, pread_nowait,
-                                        digest or key_digest(key), entry.block.head)
+            if not entry.digest:
+                entry.digest = digest or key_digest(key)
+            data, _head = read_verified(fd, key, start, end, pread_nowait, entry.digest,
+                                        entry.block.head)
         except BlockingIOError:
             self.not_cached += 1
+            entry.resident = 0  # the kernel dropped pages: which, it does not say
             return None
         except CorruptBlock:
             self.drop(name)  # the thread's read finds it corrupt again, and removes it

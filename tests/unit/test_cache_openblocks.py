@@ -14,7 +14,13 @@ from objmount.cache.blocks import OpenBlock
 from objmount.cache.cached_readpath import CachedReadPath
 from objmount.cache.keys import BlockKey, block_key, key_digest, name_of
 from objmount.cache.openblocks import OpenBlocks
-from tests.unit.test_cache_cached_readpath import OBJECTS, CountingBackend, cached_path, content
+from tests.unit.test_cache_cached_readpath import (
+    OBJECTS,
+    CountingBackend,
+    cached_path,
+    content,
+    read_all,
+)
 from tests.unit.trio_test import trio_test
 
 SMALL = "small.jpg"
@@ -90,6 +96,32 @@ async def test_pages_not_in_memory_are_read_in_a_thread_instead(tmp_path: Path) 
         assert stats["fast_disk_hits"] == 0 and stats["disk_hits"] == 1
         assert path.open_blocks.not_cached == 1
         assert len(backend.gets) == 1
+
+
+@trio_test
+async def test_after_the_kernel_dropped_a_files_pages_only_chunks_read_since_are_tried(
+    tmp_path: Path,
+) -> None:
+    """One failed RWF_NOWAIT per file, not one per read: random 64 KiB reads of a block
+    whose pages were dropped go to a thread, except of the chunks read there since."""
+    backend = CountingBackend(OBJECTS)
+    big = backend.info("big.bin")
+    async with cached_path(backend, tmp_path, cache_mem_bytes=0, read_ahead_bytes=0) as path:
+        assert await read_all(path, big) == OBJECTS["big.bin"]
+        await path.writes_settled()
+        key = block_key(path.source, big, path.options.block_size_bytes, 0)
+        drop_pages(block_file(path, key))
+        chunk = 64 << 10
+        for index in (2, 5, 2, 5, 9):
+            offset = index * chunk + 100
+            handle = await path.open(big)  # each read its own: none from the last one's
+            assert await handle.read(offset, chunk) == OBJECTS["big.bin"][offset:offset + chunk]
+            await handle.close()
+        blocks_open = path.open_blocks
+        assert blocks_open.not_cached == 1  # chunks 2-3: the kernel had none of them
+        assert blocks_open.not_tried == 2  # chunks 5-6 and 9-10 the first time
+        assert path.stats.fast_disk_hits == 2  # chunks 2-3 and 5-6 again, read since
+        assert len(backend.gets) == 21
 
 
 @trio_test
