@@ -65,10 +65,12 @@ class ReadStats:
     # written), and the blocks not written for it.
     cache_holding: int = 0
     cache_not_admitted: int = 0
-    # Blocks fetched and not yet written to the cache (the writer's queue), and GETs that
-    # waited for that queue to shrink below half the memory budget.
+    # Blocks fetched and not yet written to the cache (the writer's queue); GETs that
+    # waited for that queue to shrink below half the memory budget; blocks fetched and
+    # not written because it did not shrink in time (a stuck cache disk).
     cache_writes_pending: int = 0
     write_backlog_waits: int = 0
+    cache_writes_skipped: int = 0
     # Time in reads, and in reads during which a GET of the file's blocks ended (waiting
     # on the store), in nanoseconds.
     read_ns: int = 0

@@ -46,6 +46,7 @@ from typing import Protocol
 
 import trio
 
+from objmount import log as logs
 from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner, local_runner
 from objmount.cache.blocks import (
@@ -76,6 +77,10 @@ DISK_THREADS = 4
 # it is not there (one hop); a larger one is read in a disk thread (8 MiB takes
 # milliseconds: GET threads are for GETs).
 SMALL_BLOCK_BYTES = 1 << 20
+# How long a GET waits for the writer's queue to shrink (WRITE_BACKLOG): past it, the
+# cache disk is taken to be stuck, and blocks fetched are served but not written until
+# the queue drains (reads go on at the store's pace; memory stays bounded).
+WRITE_BACKLOG_WAIT_S = 5.0
 # Block names an open file keeps (computed once, not per read): 8 GiB of 8 MiB blocks.
 NAMED_PER_HANDLE = 1024
 
@@ -223,6 +228,7 @@ class CachedReadPath:
         self._write_backlog_bytes = options.max_buffer_memory_bytes // 2
         self._write_room = trio.Event()
         self._write_room.set()
+        self._writes_skipped = False  # the queue did not drain in time: not written
         self._flights: dict[BlockKey, _Flight] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -327,10 +333,11 @@ class CachedReadPath:
     async def _fly_ahead(self, obj: ObjectInfo, key: BlockKey, flight: _Flight) -> None:
         name = name_of(key)
         data = None
+        write = True
         try:
             self.stats.prefetch_gets += 1
             flight.fetched = True
-            await self._room_to_write()
+            write = await self._room_to_write()
             data = (await self._fetch(obj, key, name, read_disk=False, present_ok=False,
                                       background=True)).data
             flight.data = data
@@ -344,7 +351,7 @@ class CachedReadPath:
             else:
                 self.ahead.unreserve(key.length)
             flight.done.set()
-        if data is not None:
+        if data is not None and write:
             self._store_fetched(key, name, data, flight)
 
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
@@ -505,6 +512,7 @@ class CachedReadPath:
                    ahead: bool, check_disk: bool) -> None:
         store = self.store
         fetched = None
+        write = True
         try:
             data = None
             read_disk = store is not None and not ahead and check_disk
@@ -513,7 +521,7 @@ class CachedReadPath:
                 data = await self._read_disk(key, name, 0, key.length)  # in a disk thread
                 read_disk = False
             if data is None:
-                await self._room_to_write()  # (no wait with read_disk: not backlogged)
+                write = await self._room_to_write()  # (no wait with read_disk: no backlog)
                 fetched = await self._fetch(obj, key, name, read_disk=read_disk,
                                             present_ok=ahead and store is not None,
                                             background=ahead)
@@ -530,7 +538,7 @@ class CachedReadPath:
             flight.error = exc
         finally:
             flight.done.set()
-        if fetched is not None and fetched.got:
+        if fetched is not None and fetched.got and write:
             assert fetched.data is not None
             self._store_fetched(key, name, fetched.data, flight)
 
@@ -553,12 +561,28 @@ class CachedReadPath:
     def _write_backlogged(self) -> bool:
         return self._write_bytes_pending > self._write_backlog_bytes
 
-    async def _room_to_write(self) -> None:
+    async def _room_to_write(self) -> bool:
         """Wait while the writer's queue holds more than its share of the budget (the
-        writer frees it at the cache disk's pace; hits, on disk or in memory, go on)."""
-        while self._write_backlogged():
-            self.stats.write_backlog_waits += 1
-            await self._write_room.wait()
+        writer frees it at the cache disk's pace; hits, on disk or in memory, go on).
+        False: the queue did not drain within WRITE_BACKLOG_WAIT_S (now, or before, and
+        has not since): the block about to be fetched is not to be written."""
+        if self._writes_skipped:
+            self.stats.cache_writes_skipped += 1
+            return False
+        with trio.move_on_after(WRITE_BACKLOG_WAIT_S):
+            while self._write_backlogged():
+                self.stats.write_backlog_waits += 1
+                await self._write_room.wait()
+            return True
+        if self._write_backlogged():
+            self._writes_skipped = True
+            logs.once(log, logging.WARNING, "write-backlog",
+                      "the cache disk is not keeping up: %d blocks have waited over %gs "
+                      "to be written; blocks are read from the store but not cached until "
+                      "they are", self._writes_pending, WRITE_BACKLOG_WAIT_S)
+            self.stats.cache_writes_skipped += 1
+            return False
+        return True
 
     @property
     def writes_pending(self) -> int:
@@ -585,6 +609,7 @@ class CachedReadPath:
             self._writes_settled.set()
         if not self._write_backlogged():
             self._write_room.set()
+            self._writes_skipped = False
 
     async def _fetch(self, obj: ObjectInfo, key: BlockKey, name: str, *, read_disk: bool,
                      present_ok: bool, background: bool = False) -> _Fetched:

@@ -98,8 +98,9 @@ OrderAheadOpt = Annotated[
 ]
 MaxBufferMemoryOpt = Annotated[
     str,
-    typer.Option("--max-buffer-memory", help="All memory for read-ahead and the hot tier "
-                 "together, whatever the number of open files; windows shrink under it."),
+    typer.Option("--max-buffer-memory", help="All memory for read-ahead, the hot tier "
+                 "and blocks waiting to be written, together, whatever the number of open "
+                 "files; windows shrink under it, GETs wait for the writer past half of it."),
 ]
 
 

@@ -13,7 +13,7 @@ import trio.testing
 
 from objmount.backends.base import ETagMismatch, ObjectInfo
 from objmount.backends.runner import Runner
-from objmount.cache import blocks
+from objmount.cache import blocks, cached_readpath
 from objmount.cache.blocks import BlockStore
 from objmount.cache.cached_readpath import CachedReadPath
 from objmount.cache.settings import CacheOptions
@@ -290,6 +290,7 @@ async def test_gets_wait_while_blocks_to_write_hold_half_the_memory_budget(
         return put_many(store, *args, **kwargs)
 
     monkeypatch.setattr(BlockStore, "put_many", slow_disk)
+    monkeypatch.setattr(cached_readpath, "WRITE_BACKLOG_WAIT_S", 60.0)  # slow, not stuck
     async with cached_path(backend, tmp_path, max_buffer_memory_bytes=8 * MiB,
                            read_ahead_bytes=2 * BLOCK, cache_mem_bytes=0) as path:
         result: list[bytes] = []
@@ -310,3 +311,38 @@ async def test_gets_wait_while_blocks_to_write_hold_half_the_memory_budget(
         assert result == [OBJECTS["big.bin"]]
         await path.writes_settled()
         assert path.stats.blocks_stored == 21
+
+
+@trio_test
+async def test_a_stuck_cache_disk_makes_reads_go_on_uncached_after_a_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer's queue does not drain (a hung cache disk): GETs wait for it up to
+    WRITE_BACKLOG_WAIT_S once, then reads go on at the store's pace, their blocks not
+    written (memory bounded), with one warning. Once the disk drains, blocks are
+    written again."""
+    backend = CountingBackend(OBJECTS)
+    disk_stuck = threading.Event()
+    put_many = BlockStore.put_many
+
+    def hung_disk(store: BlockStore, *args: object, **kwargs: object) -> object:
+        assert disk_stuck.wait(30)
+        return put_many(store, *args, **kwargs)
+
+    monkeypatch.setattr(BlockStore, "put_many", hung_disk)
+    monkeypatch.setattr(cached_readpath, "WRITE_BACKLOG_WAIT_S", 0.2)
+    with caplog.at_level(logging.WARNING):
+        async with cached_path(backend, tmp_path, max_buffer_memory_bytes=8 * MiB,
+                               read_ahead_bytes=2 * BLOCK, cache_mem_bytes=0) as path:
+            with trio.fail_after(20):
+                assert await read_all(path, backend.info("big.bin")) == OBJECTS["big.bin"]
+            assert path.writes_pending <= 4 + 3  # as without the deadline
+            skipped = path.stats.cache_writes_skipped
+            assert skipped >= 21 - 7
+            disk_stuck.set()
+            await path.writes_settled()
+            assert await read_all(path, backend.info("small.jpg")) == OBJECTS["small.jpg"]
+            await path.writes_settled()
+            assert path.stats.cache_writes_skipped == skipped
+            assert path.stats.blocks_stored == 21 - skipped + 1
+    assert caplog.text.count("the cache disk is not keeping up") == 1
