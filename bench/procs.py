@@ -87,15 +87,6 @@ def wait_until(ready: Callable[[], bool], timeout_s: float, what: str,
         time.sleep(0.05)
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

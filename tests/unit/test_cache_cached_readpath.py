@@ -65,6 +65,20 @@ def options(cache_dir: Path, **overrides: int) -> CacheOptions:
     return CacheOptions(cache_dir=cache_dir, **values)
 
 
+def held_writes(monkeypatch: pytest.MonkeyPatch, timeout_s: float) -> threading.Event:
+    """Hold every cache write (BlockStore.put_many, in the writer thread) until the
+    returned event is set: a slow or hung cache disk."""
+    released = threading.Event()
+    put_many = BlockStore.put_many
+
+    def held(store: BlockStore, *args: object, **kwargs: object) -> object:
+        assert released.wait(timeout_s)
+        return put_many(store, *args, **kwargs)
+
+    monkeypatch.setattr(BlockStore, "put_many", held)
+    return released
+
+
 @asynccontextmanager
 async def cached_path(
     backend: CountingBackend, cache_dir: Path | None, **overrides: int
@@ -282,14 +296,7 @@ async def test_gets_wait_while_blocks_to_write_hold_half_the_memory_budget(
     and past half the budget (4 of 8 MiB) new GETs wait for the writer. Nothing is lost:
     once the disk catches up, the read completes, exact, and every block is stored."""
     backend = CountingBackend(OBJECTS)
-    disk_stuck = threading.Event()
-    put_many = BlockStore.put_many
-
-    def slow_disk(store: BlockStore, *args: object, **kwargs: object) -> object:
-        assert disk_stuck.wait(10)
-        return put_many(store, *args, **kwargs)
-
-    monkeypatch.setattr(BlockStore, "put_many", slow_disk)
+    disk_stuck = held_writes(monkeypatch, 10)
     monkeypatch.setattr(cached_readpath, "WRITE_BACKLOG_WAIT_S", 60.0)  # slow, not stuck
     async with cached_path(backend, tmp_path, max_buffer_memory_bytes=8 * MiB,
                            read_ahead_bytes=2 * BLOCK, cache_mem_bytes=0) as path:
@@ -322,14 +329,7 @@ async def test_a_stuck_cache_disk_makes_reads_go_on_uncached_after_a_deadline(
     written (memory bounded), with one warning. Once the disk drains, blocks are
     written again."""
     backend = CountingBackend(OBJECTS)
-    disk_stuck = threading.Event()
-    put_many = BlockStore.put_many
-
-    def hung_disk(store: BlockStore, *args: object, **kwargs: object) -> object:
-        assert disk_stuck.wait(30)
-        return put_many(store, *args, **kwargs)
-
-    monkeypatch.setattr(BlockStore, "put_many", hung_disk)
+    disk_stuck = held_writes(monkeypatch, 30)
     monkeypatch.setattr(cached_readpath, "WRITE_BACKLOG_WAIT_S", 0.2)
     with caplog.at_level(logging.WARNING):
         async with cached_path(backend, tmp_path, max_buffer_memory_bytes=8 * MiB,

@@ -17,7 +17,7 @@ from objmount.cache.blocks import BlockStore
 from objmount.cache.cached_readpath import CachedReadPath
 from objmount.cache.policy import ResidentSetPolicy
 from objmount.cache.settings import CacheOptions
-from tests.unit.test_cache_cached_readpath import CountingBackend, read_all
+from tests.unit.test_cache_cached_readpath import CountingBackend, held_writes, read_all
 from tests.unit.trio_test import trio_test
 
 MiB = 1 << 20
@@ -192,14 +192,7 @@ async def test_a_reader_joining_a_prefetch_whose_block_is_being_written_uses_it_
     also as unused when its order ends."""
     backend = CountingBackend(FILES)
     key = sorted(FILES)[0]
-    written = threading.Event()
-    original_put_many = BlockStore.put_many
-
-    def held_put_many(store: BlockStore, *args: object, **kwargs: object) -> object:
-        assert written.wait(30)
-        return original_put_many(store, *args, **kwargs)
-
-    monkeypatch.setattr(BlockStore, "put_many", held_put_many)
+    written = held_writes(monkeypatch, 30)
     async with orders_path(backend, tmp_path) as path:
         path.orders.publish("rank0", order_of([key]))
         await until(lambda: len(path.ahead) == 1)  # fetched, in the buffer, not on disk
