@@ -8,15 +8,15 @@ later read of that block on the trio thread checks that the file is still linked
 with EAGAIN rather than wait when a page is not in the page cache, and verifies
 the chunks' CRCs against the header (blockfile.read_verified). Anything else (no
 descriptor, pages not cached, a file unlinked or renamed over, a partial read)
-returns None: the caller reads in a worker thread instead.
+returns None: the caller reads in a worker thread instead. A CRC mismatch drops
+the descriptor and returns None too; the thread then finds the file corrupt and
+removes it.
 
 Each file carries a hint of the chunks the kernel has in memory: all of a file
 just written, those read since. A range outside the hint goes to a thread with
 no syscall here; a read that finds pages missing (the kernel dropped them)
 clears the hint. After drop_caches, a random reader thus pays one failed
-RWF_NOWAIT per file, not one per read. The hint only picks where to read. A CRC mismatch drops
-the descriptor and returns None too; the thread then finds the file corrupt and
-removes it.
+RWF_NOWAIT per file, not one per read. The hint only picks where to read.
 
 The one exception to "no blocking call on the trio thread" (documented in
 README.md): preadv with RWF_NOWAIT, fstat and close, all on descriptors of
