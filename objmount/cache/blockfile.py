@@ -137,6 +137,14 @@ def read_span(length: int, start: int, end: int) -> ReadSpan:
     return ReadSpan(head, head + offset, want, first, not offset and head + want <= ONE_READ_BYTES)
 
 
+def chunk_mask(start: int, end: int) -> int:
+    """The chunks data bytes [start, end) of a block fall in, a bit each (chunk i: 1 << i);
+    those read_span reads, or the first one for an empty range."""
+    first = start // CHUNK_BYTES
+    last = max(first, (end - 1) // CHUNK_BYTES)
+    return ((1 << (last - first + 1)) - 1) << first
+
+
 def verify(head: bytes | memoryview, data: bytes | memoryview, key: BlockKey, start: int,
            end: int, digest: bytes | None = None) -> bytes:
     """Return bytes [start, end) of the block `key`, given its file's header (`head`) and

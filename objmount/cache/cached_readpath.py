@@ -49,6 +49,7 @@ import trio
 from objmount import log as logs
 from objmount.backends.base import Backend, ObjectInfo
 from objmount.backends.runner import Runner, local_runner
+from objmount.cache.blockfile import chunk_mask
 from objmount.cache.blocks import (
     RECENCY_FLUSH_S,
     BlockKey,
@@ -60,7 +61,7 @@ from objmount.cache.blocks import (
 from objmount.cache.dirahead import DirectoryReadAhead
 from objmount.cache.keys import name_of
 from objmount.cache.memory import AheadBuffer, HotTier, MemoryBudget
-from objmount.cache.openblocks import OpenBlocks, chunks_of
+from objmount.cache.openblocks import OpenBlocks
 from objmount.cache.orderahead import OrderAhead, Resolve
 from objmount.cache.policy import ResidentSetPolicy
 from objmount.cache.prefetch import Prefetcher, PrefetchSettings
@@ -464,9 +465,9 @@ class CachedReadPath:
                 self.open_blocks.drop(name)  # corrupt: the store removed it
             return None
         if opened is not None:
-            self.open_blocks.add(name, opened, chunks_of(start, end))
+            self.open_blocks.add(name, opened, chunk_mask(start, end))
         else:
-            self.open_blocks.note_read(name, chunks_of(start, end))
+            self.open_blocks.note_read(name, chunk_mask(start, end))
         self._hit(memory=False)
         return data
 
@@ -566,12 +567,14 @@ class CachedReadPath:
         writer frees it at the cache disk's pace; hits, on disk or in memory, go on).
         False: the queue did not drain within WRITE_BACKLOG_WAIT_S (now, or before, and
         has not since): the block about to be fetched is not to be written."""
+        if not self._write_backlogged():
+            return True  # every GET asks: no cancel scope unless it waits
         if self._writes_skipped:
             self.stats.cache_writes_skipped += 1
             return False
+        self.stats.write_backlog_waits += 1
         with trio.move_on_after(WRITE_BACKLOG_WAIT_S):
             while self._write_backlogged():
-                self.stats.write_backlog_waits += 1
                 await self._write_room.wait()
             return True
         if self._write_backlogged():

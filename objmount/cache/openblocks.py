@@ -43,7 +43,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from objmount import log as logs
-from objmount.cache.blockfile import CHUNK_BYTES, CorruptBlock, pread_nowait, read_verified
+from objmount.cache.blockfile import CorruptBlock, chunk_mask, pread_nowait, read_verified
 from objmount.cache.blocks import OpenBlock
 from objmount.cache.keys import BlockKey, key_digest
 
@@ -61,13 +61,6 @@ MAX_OPEN_FILES = 1024
 MAX_NOWAIT_BYTES = (1 << 20) + (64 << 10)
 # The hint of a file whose every chunk is in memory (just written, or read whole).
 ALL_CHUNKS = -1
-
-
-def chunks_of(start: int, end: int) -> int:
-    """The bit mask of the chunks data bytes [start, end) of a block fall in."""
-    first = start // CHUNK_BYTES
-    last = max(first, (end - 1) // CHUNK_BYTES)
-    return ((1 << (last - first + 1)) - 1) << first
 
 
 def default_max_files() -> int:
@@ -158,7 +151,7 @@ class OpenBlocks:
         if entry is None or not self.nowait or end - start > MAX_NOWAIT_BYTES:
             return None
         if entry.resident != ALL_CHUNKS:
-            chunks = chunks_of(start, end)
+            chunks = chunk_mask(start, end)
             if entry.resident & chunks != chunks:
                 self.not_tried += 1
                 return None
