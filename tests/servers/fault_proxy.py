@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, Self
 
-from tests.servers.net import free_port
+from tests.servers.net import listening_socket
 
 # Bytes per socket write of a relayed body; also the unit of `rate_bytes_per_s`.
 CHUNK_BYTES = 64 << 10
@@ -108,9 +108,9 @@ class FaultProxy:
         self.upstream_port = upstream_port
         self.rules: list[Rule] = list(rules or [])
         self.exchanges: list[Exchange] = []
-        self.port = free_port()
+        self._listener: socket.socket | None = listening_socket()
+        self.port: int = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._listener: socket.socket | None = socket.create_server(("127.0.0.1", self.port))
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._clients: set[socket.socket] = set()

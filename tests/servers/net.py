@@ -55,6 +55,25 @@ def free_port_run(length: int) -> int:
                        f"{SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
 
 
+def listening_socket() -> socket.socket:
+    """A TCP socket listening on 127.0.0.1, on a port `free_port` would hand out, bound at
+    once. For servers in this process: a port checked free and bound later can be held
+    in between by a child another thread forks (it has a copy of the checking socket
+    until it execs), and the bind then fails with EADDRINUSE."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(200):
+            port = random.choice(SERVER_PORTS)
+            if port in _HANDED_OUT:
+                continue
+            try:
+                sock = socket.create_server(("127.0.0.1", port))
+            except OSError:
+                continue
+            _HANDED_OUT.add(port)
+            return sock
+    raise RuntimeError(f"no free port in {SERVER_PORTS.start}-{SERVER_PORTS.stop - 1}")
+
+
 def _bindable(port: int) -> bool:
     with socket.socket() as sock:
         try:
