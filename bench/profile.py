@@ -109,6 +109,42 @@ def start_py_spy(mount: Mount, stem: Path, args: argparse.Namespace) -> subproce
     return spy
 
 
+# What `--profiler syscalls` counts (perf tracepoints: no ptrace, so no slowdown that
+# would change the threads' contention for the GIL, as strace's does).
+SYSCALL_EVENTS = ("raw_syscalls:sys_enter", "sched:sched_switch", *(
+    f"syscalls:sys_enter_{name}" for name in (
+        "futex", "epoll_wait", "epoll_ctl", "read", "writev", "recvfrom", "sendto", "openat",
+        "newfstatat", "pread64", "preadv2", "pwrite64", "rename", "close", "fcntl",
+        "getrandom", "fdatasync")))
+
+
+def start_system_profiler(mount: Mount, stem: Path, profiler: str) -> subprocess.Popen:
+    """Attach `perf record` (CPU by native symbol, the kernel's included) or `perf stat`
+    (syscalls and context switches by count) to every thread of the mount; both stop on
+    SIGINT."""
+    assert mount.proc is not None
+    pid = str(mount.proc.pid)
+    if profiler == "perf":
+        cmd = ["perf", "record", "-F", "499", "-g", "-p", pid, "-o", str(stem.with_suffix(".perf"))]
+    else:
+        cmd = ["perf", "stat", "-e", ",".join(SYSCALL_EVENTS), "-p", pid,
+               "-o", str(stem.with_suffix(".txt"))]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # attached
+    return spy
+
+
+def perf_summary(stem: Path, top: int) -> str:
+    """perf's own samples by shared object and symbol, then by shared object alone."""
+    def report(sort: str) -> list[str]:
+        out = subprocess.run(["perf", "report", "-i", str(stem.with_suffix(".perf")), "--stdio",
+                              "--no-children", "-g", "none", "--sort", sort, "--percent-limit",
+                              "0.5"], capture_output=True, text=True, check=False).stdout
+        return [line for line in out.splitlines() if line.strip() and not line.startswith("#")]
+    return "\n".join(["by shared object:", *report("dso")[:top], "", "by symbol:",
+                      *report("dso,sym")[:top]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile",
                                      description=__doc__.split("\n")[0])
@@ -116,7 +152,10 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rtt-ms", type=float, default=20.0)
     parser.add_argument("--backend", choices=BACKENDS, default="s3")
-    parser.add_argument("--profiler", choices=["py-spy", "pyinstrument"], default="py-spy")
+    parser.add_argument("--profiler", choices=["py-spy", "pyinstrument", "perf", "syscalls"],
+                        help="py-spy: Python stacks; pyinstrument: the trio thread from inside; "
+                             "perf: native and kernel CPU by symbol; syscalls: syscall counts",
+                        default="py-spy")
     parser.add_argument("--mount-args", default="", help="extra `objmount mount` flags")
     parser.add_argument("--passes", choices=["cold", "both", "warm"], default="cold",
                         help="which passes to profile; 'warm' runs the cold pass unprofiled")
@@ -151,8 +190,9 @@ def main() -> None:
         profiled = {"cold": ("cold",), "both": ("cold", "warm"), "warm": ("warm",)}[args.passes]
         spy: subprocess.Popen | None = None
         for pass_name in ("cold",) if args.passes == "cold" else ("cold", "warm"):
-            if spy is None and args.profiler == "py-spy" and pass_name in profiled:
-                spy = start_py_spy(mount, stem, args)
+            if spy is None and args.profiler != "pyinstrument" and pass_name in profiled:
+                spy = (start_py_spy(mount, stem, args) if args.profiler == "py-spy"
+                       else start_system_profiler(mount, stem, args.profiler))
                 cleanup.callback(spy.kill)
             if pass_name != "cold":
                 print(f"  cache writes settled in {mount.settle_writes():.1f} s", flush=True)
@@ -182,7 +222,12 @@ def main() -> None:
         stem.with_suffix(".txt").write_text(text + "\n")
         print(text)
         print(f"profile: {collapsed} (flame graph: any collapsed-stack viewer, e.g. speedscope)")
+    elif args.profiler == "perf":
+        text = perf_summary(stem, args.top)
+        stem.with_suffix(".txt").write_text(text + "\n")
+        print(text)
     else:
+        print(stem.with_suffix(".txt").read_text() if args.profiler == "syscalls" else "")
         print(f"profile: {stem.with_suffix('.txt')}")
 
 
