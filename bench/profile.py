@@ -93,20 +93,23 @@ def counters_since(before: dict[str, int], after: dict[str, int]) -> str:
     return ", ".join(words) or "no change"
 
 
+def _attach(cmd: list[str]) -> subprocess.Popen:
+    """Start a profiler that attaches to the mount (it writes its output on SIGINT)."""
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # it attaches
+    return spy
+
+
 def start_py_spy(mount: Mount, stem: Path, args: argparse.Namespace) -> subprocess.Popen:
     """Attach py-spy to the mount process; it writes collapsed stacks when interrupted."""
     assert mount.proc is not None
-    spy = subprocess.Popen(
+    return _attach(
         [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
          str(mount.proc.pid), "--rate", str(args.rate), "--nolineno", "--format", "raw",
          # Only the thread holding the GIL: Python's CPU, not threads waiting
          # on sockets or queues (py-spy counts some of those as busy).
          *(["--gil"] if not args.all_threads else []),
-         "-o", str(stem.with_suffix(".collapsed"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1)  # py-spy attaches
-    return spy
+         "-o", str(stem.with_suffix(".collapsed"))])
 
 
 # What `--profiler syscalls` counts (perf tracepoints: no ptrace, so no slowdown that
@@ -129,13 +132,11 @@ def start_system_profiler(mount: Mount, stem: Path, profiler: str) -> subprocess
     else:
         cmd = ["perf", "stat", "-e", ",".join(SYSCALL_EVENTS), "-p", pid,
                "-o", str(stem.with_suffix(".txt"))]
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)  # attached
-    return spy
+    return _attach(cmd)
 
 
 def perf_summary(stem: Path, top: int) -> str:
-    """perf's own samples by shared object and symbol, then by shared object alone."""
+    """perf's own samples by shared object, then by shared object and symbol."""
     def report(sort: str) -> list[str]:
         out = subprocess.run(["perf", "report", "-i", str(stem.with_suffix(".perf")), "--stdio",
                               "--no-children", "-g", "none", "--sort", sort, "--percent-limit",
@@ -219,15 +220,17 @@ def main() -> None:
     if args.profiler == "py-spy":
         collapsed = stem.with_suffix(".collapsed")
         text = summarize(collapsed, args.top)
-        stem.with_suffix(".txt").write_text(text + "\n")
-        print(text)
-        print(f"profile: {collapsed} (flame graph: any collapsed-stack viewer, e.g. speedscope)")
     elif args.profiler == "perf":
         text = perf_summary(stem, args.top)
+    else:  # pyinstrument's report, perf stat's counts: written by the tool
+        text = stem.with_suffix(".txt").read_text() if args.profiler == "syscalls" else ""
+    if args.profiler in ("py-spy", "perf"):
         stem.with_suffix(".txt").write_text(text + "\n")
+    if text:
         print(text)
+    if args.profiler == "py-spy":
+        print(f"profile: {collapsed} (flame graph: any collapsed-stack viewer, e.g. speedscope)")
     else:
-        print(stem.with_suffix(".txt").read_text() if args.profiler == "syscalls" else "")
         print(f"profile: {stem.with_suffix('.txt')}")
 
 
