@@ -192,9 +192,11 @@ def read_verified(fd: int, key: BlockKey, start: int, end: int, pread: Pread = o
 
 
 def pread_nowait(fd: int, size: int, offset: int) -> bytearray:
-    """Read `size` bytes at `offset` only if they are all in the page cache (preadv with
-    RWF_NOWAIT: no wait for the disk); raise BlockingIOError if they are not (EAGAIN,
-    or only some were). Raises OSError (EOPNOTSUPP: the filesystem cannot)."""
+    """Read `size` bytes at `offset` without waiting for the disk (preadv with
+    RWF_NOWAIT); raise BlockingIOError if some are not in the page cache (EAGAIN, or only
+    some were). On a miss the kernel starts read-ahead and may still serve the read if
+    that I/O ends first: no wait, not no I/O. Raises OSError (EOPNOTSUPP: the
+    filesystem cannot)."""
     buffer = bytearray(size)
     if size and os.preadv(fd, [buffer], offset, os.RWF_NOWAIT) != size:
         raise BlockingIOError("only part of the range is in the page cache")
