@@ -217,21 +217,21 @@ def main() -> None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
         mount.stop()
+    summary = stem.with_suffix(".txt")
+    where = str(summary)
     if args.profiler == "py-spy":
         collapsed = stem.with_suffix(".collapsed")
         text = summarize(collapsed, args.top)
+        where = f"{collapsed} (flame graph: any collapsed-stack viewer, e.g. speedscope)"
     elif args.profiler == "perf":
         text = perf_summary(stem, args.top)
-    else:  # pyinstrument's report, perf stat's counts: written by the tool
-        text = stem.with_suffix(".txt").read_text() if args.profiler == "syscalls" else ""
+    else:  # pyinstrument's report, perf stat's counts: the tool wrote the summary file
+        text = summary.read_text() if args.profiler == "syscalls" else ""
     if args.profiler in ("py-spy", "perf"):
-        stem.with_suffix(".txt").write_text(text + "\n")
+        summary.write_text(text + "\n")
     if text:
         print(text)
-    if args.profiler == "py-spy":
-        print(f"profile: {collapsed} (flame graph: any collapsed-stack viewer, e.g. speedscope)")
-    else:
-        print(f"profile: {stem.with_suffix('.txt')}")
+    print(f"profile: {where}")
 
 
 if __name__ == "__main__":

@@ -61,15 +61,14 @@ _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def resident_pages(fd: int, offset: int = 0, size: int | None = None) -> int:
-    """How many pages of the file's range are in the page cache (mincore over a mapping
-    that is never touched, so counting faults nothing in)."""
+def page_residency(fd: int, offset: int = 0, size: int | None = None) -> list[bool]:
+    """Whether each page of the file's range (all of it by default) is in the page cache:
+    mincore over a mapping that is never touched, so asking faults nothing in."""
     page = mmap.PAGESIZE
     start = offset // page * page
-    end = os.fstat(fd).st_size if size is None else offset + size
-    length = end - start
+    length = (os.fstat(fd).st_size if size is None else offset + size) - start
     if length <= 0:
-        return 0
+        return []
     addr = _libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
     if addr == _MAP_FAILED:
         raise OSError(ctypes.get_errno(), "mmap")
@@ -77,7 +76,7 @@ def resident_pages(fd: int, offset: int = 0, size: int | None = None) -> int:
         vec = ctypes.create_string_buffer(-(-length // page))
         if _libc.mincore(addr, length, vec) != 0:
             raise OSError(ctypes.get_errno(), "mincore")
-        return sum(byte & 1 for byte in vec.raw)
+        return [bool(byte & 1) for byte in vec.raw]
     finally:
         _libc.munmap(addr, length)
 
@@ -85,14 +84,14 @@ def resident_pages(fd: int, offset: int = 0, size: int | None = None) -> int:
 def drop_pages(file: Path, tries: int = 100) -> None:
     """Evict a block file's pages from the page cache (written back first).
 
-    DONTNEED skips pages locked or under writeback at that instant, which a loaded
-    machine makes likely, so it is repeated until mincore shows none resident."""
+    DONTNEED skips pages locked at that instant, which a loaded machine makes likely, so
+    it is repeated until mincore shows none resident."""
     fd = os.open(file, os.O_RDONLY)
     try:
+        os.fsync(fd)
         for _ in range(tries):
-            os.fsync(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            if resident_pages(fd) == 0:
+            if not any(page_residency(fd)):
                 return
         raise AssertionError(f"{file}: pages still resident after {tries} DONTNEEDs")
     finally:
@@ -108,8 +107,7 @@ def strict_nowait(monkeypatch: pytest.MonkeyPatch) -> None:
     real = openblocks.pread_nowait
 
     def strict(fd: int, size: int, offset: int) -> bytearray:
-        if resident_pages(fd, offset, size) < -(-(offset % mmap.PAGESIZE + size)
-                                                 // mmap.PAGESIZE):
+        if not all(page_residency(fd, offset, size)):
             raise BlockingIOError("not all in the page cache")
         return real(fd, size, offset)
 
